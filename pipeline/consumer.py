@@ -1,0 +1,195 @@
+"""The consumer side of :class:`~pipeline.RedisStreamsBroker`: one consumer
+per queue per worker process, reading the queue's stream through its consumer
+group, never holding more than its prefetch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from dramatiq import Consumer, MessageProxy
+from dramatiq.errors import ConnectionClosed
+from redis.exceptions import ResponseError
+
+from .connection import TRANSIENT_ERRORS
+from .errors import MalformedEntry
+from .wire import decode_entry, encode_envelope
+
+if TYPE_CHECKING:
+    from .redis_streams import RedisStreamsBroker
+
+logger = logging.getLogger(__name__)
+
+#: Upper bound on how long lapsed leases and due delayed messages wait for a busy consumer to look.
+HOUSEKEEPING_INTERVAL_S = 0.25
+
+
+class StreamMessageProxy(MessageProxy):
+    """A delivered message, remembering the stream entry it came from."""
+
+    def __init__(self, message, entry_id: bytes) -> None:
+        super().__init__(message)
+        self.entry_id = entry_id
+
+
+def describe_failure(message: MessageProxy) -> str:
+    """The dead-letter reason for a rejected message: exception type and text."""
+    error = message._exception
+    if error is None:
+        return "rejected without an exception (failed by a middleware)"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class StreamConsumer(Consumer):
+    """Iterates over one queue's messages.
+
+    ``__next__`` blocks on ``XREADGROUP`` for at most ``timeout`` ms; before
+    blocking it runs ``claim.lua`` (due delayed messages, lapsed leases, poison)
+    at most every :data:`HOUSEKEEPING_INTERVAL_S`, or when a delayed message falls due.
+    ``ack``/``nack`` are called from worker threads and are thread-safe.
+    """
+
+    def __init__(self, broker: RedisStreamsBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.keys = broker.keys_for(queue_name)
+        self.stream = self.keys.stream
+        self.consumer_name = broker.consumer_name
+        self.prefetch = max(1, prefetch)
+        self.timeout = max(1, int(timeout))
+        self._cache: deque[tuple[bytes, dict[bytes, bytes]]] = deque()
+        self._held: set[bytes] = set()
+        self._slot_freed = threading.Condition()
+        self._next_housekeeping = 0.0
+        self._next_due_ms: float | None = None
+        broker.leases.watch(self)
+
+    # -- lease holder ------------------------------------------------------------------------
+    def held_ids(self) -> list[bytes]:
+        with self._slot_freed:
+            return list(self._held)
+
+    def forget(self, entry_ids: Iterable[bytes]) -> None:
+        with self._slot_freed:
+            self._held.difference_update(entry_ids)
+            self._slot_freed.notify_all()
+
+    # -- Consumer API ------------------------------------------------------------------------
+    def ack(self, message: StreamMessageProxy) -> None:  # type: ignore[override]
+        try:
+            self.broker.acknowledge(self.keys, [message.entry_id])
+        except TRANSIENT_ERRORS as error:
+            raise ConnectionClosed(error) from None
+        self.forget([message.entry_id])
+
+    def nack(self, message: StreamMessageProxy) -> None:  # type: ignore[override]
+        reason = describe_failure(message)
+        try:
+            self.broker.dead_letter(self.keys, message.entry_id, reason, encode_envelope(message._message))
+        except TRANSIENT_ERRORS as error:
+            raise ConnectionClosed(error) from None
+        if message._exception is not None:
+            self.broker.remember_failure(message.message_id, message._exception)
+        self.forget([message.entry_id])
+
+    def requeue(self, messages: Iterable[StreamMessageProxy]) -> None:  # type: ignore[override]
+        entry_ids = [message.entry_id for message in messages]
+        self._requeue(entry_ids)
+
+    def _requeue(self, entry_ids: list[bytes]) -> None:
+        if not entry_ids:
+            return
+        logger.debug("Requeueing %d message(s) on %s.", len(entry_ids), self.stream)
+        try:
+            self.broker.scripts["requeue"](keys=[self.stream], args=[self.broker.group, self.consumer_name, *entry_ids])
+        except TRANSIENT_ERRORS as error:
+            raise ConnectionClosed(error) from None
+        self.forget(entry_ids)
+
+    def close(self) -> None:
+        """Hand back what was fetched but never handed to the worker."""
+        cached = [entry_id for entry_id, _ in self._cache]
+        self._cache.clear()
+        try:
+            self._requeue(cached)
+        except ConnectionClosed:
+            logger.warning("Could not requeue %d prefetched message(s); their leases will lapse.", len(cached))
+
+    def __next__(self) -> StreamMessageProxy | None:
+        try:
+            while True:
+                if self._cache:
+                    entry_id, fields = self._cache.popleft()
+                    try:
+                        return StreamMessageProxy(decode_entry(fields), entry_id)
+                    except MalformedEntry as error:
+                        self._reject_malformed(entry_id, str(error))
+                        continue
+                free = self._wait_for_slots()
+                if free <= 0:
+                    return None
+                entries = self._fetch(free)
+                if not entries:
+                    return None
+                with self._slot_freed:
+                    self._held.update(entry_id for entry_id, _ in entries)
+                self._cache.extend(entries)
+        except TRANSIENT_ERRORS as error:
+            raise ConnectionClosed(error) from None
+
+    # -- internals ---------------------------------------------------------------------------
+    def _wait_for_slots(self) -> int:
+        with self._slot_freed:
+            if len(self._held) >= self.prefetch:
+                self._slot_freed.wait(self.timeout / 1000)
+            return self.prefetch - len(self._held)
+
+    def _reject_malformed(self, entry_id: bytes, reason: str) -> None:
+        logger.error("Dead-lettering malformed entry %s on %s: %s", entry_id.decode(), self.stream, reason)
+        self.broker.dead_letter(self.keys, entry_id, f"malformed entry: {reason}", None)
+        self.forget([entry_id])
+
+    def _fetch(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        now = time.monotonic()
+        now_ms = time.time() * 1000
+        due = self._next_due_ms is not None and now_ms >= self._next_due_ms
+        if now >= self._next_housekeeping or due:
+            claimed = self._housekeeping(count)
+            if claimed:
+                return claimed
+            now_ms = time.time() * 1000
+        block_ms = self.timeout
+        if self._next_due_ms is not None:
+            block_ms = int(min(block_ms, max(1, self._next_due_ms - now_ms)))
+        try:
+            response = self.broker.client.xreadgroup(
+                self.broker.group, self.consumer_name, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            self._next_housekeeping = 0.0  # the stream or group vanished: claim.lua recreates it
+            return []
+        if not response:
+            return []
+        return [(entry_id, fields) for entry_id, fields in response[0][1] if fields is not None]
+
+    def _housekeeping(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        claimed, next_due, poisoned = self.broker.run_claim(self.keys, self.consumer_name, count)
+        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL_S
+        self._next_due_ms = float(next_due) if next_due else None
+        for entry_id in poisoned:
+            logger.error("Dead-lettered poison message %s on %s.", entry_id.decode(), self.stream)
+        entries = []
+        for entry_id, flat in claimed:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            entries.append((entry_id, fields))
+        if entries:
+            logger.warning("Took over %d message(s) with lapsed leases on %s.", len(entries), self.stream)
+        return entries

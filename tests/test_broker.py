@@ -1,0 +1,199 @@
+"""The broker's single-process behaviour against a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+import pytest
+from dramatiq.errors import QueueJoinTimeout
+
+from pipeline import DeadLettered, InvalidQueueName, RedisStreamsBroker
+
+
+def test_queue_lives_in_a_stream_named_after_it(broker: RedisStreamsBroker, redis_client) -> None:
+    broker.declare_queue("frames.ready.face-1")
+    message = dramatiq.Message(queue_name="frames.ready.face-1", actor_name="a", args=(1,), kwargs={}, options={})
+    broker.enqueue(message)
+    entries = redis_client.xrange("frames:ready:face-1")
+    assert len(entries) == 1
+    assert b'"actor_name":"a"' in entries[0][1][b"message"]
+
+
+def test_queue_names_with_colons_are_refused(broker: RedisStreamsBroker) -> None:
+    with pytest.raises(InvalidQueueName, match="no colons"):
+        broker.declare_queue("frames:ready")
+
+
+def test_acked_messages_leave_nothing_behind(broker, worker, redis_client) -> None:
+    done = []
+
+    @dramatiq.actor
+    def record(value):
+        done.append(value)
+
+    for value in range(200):
+        record.send(value)
+    broker.join(record.queue_name)
+    worker.join()
+    assert sorted(done) == list(range(200))
+    assert redis_client.xlen("default") == 0
+    assert redis_client.xinfo_groups("default")[0]["pending"] == 0
+
+
+def test_delayed_messages_wait_in_redis_not_in_the_worker(broker, redis_client) -> None:
+    @dramatiq.actor
+    def later():
+        pass
+
+    later.send_with_options(delay=60_000)
+    assert redis_client.xlen("default") == 0
+    assert redis_client.zcard("frameflow:delayed:{default}") == 1
+
+
+def test_delayed_message_runs_once_due(broker, worker) -> None:
+    ran = threading.Event()
+
+    @dramatiq.actor
+    def later():
+        ran.set()
+
+    later.send_with_options(delay=200)
+    assert ran.wait(10)
+    broker.join(later.queue_name, timeout=5000)
+
+
+def test_failed_message_is_dead_lettered_with_its_reason(broker, worker) -> None:
+    @dramatiq.actor(max_retries=0)
+    def explode():
+        raise RuntimeError("camera unplugged")
+
+    explode.send()
+    with pytest.raises(RuntimeError, match="camera unplugged"):
+        broker.join(explode.queue_name)
+    letters = broker.dead_letter_queue("default").list()
+    assert [letter.reason for letter in letters] == ["RuntimeError: camera unplugged"]
+    assert letters[0].message is not None and letters[0].message.actor_name == "explode"
+
+
+def test_join_fail_fast_false_ignores_dead_letters(broker, worker) -> None:
+    @dramatiq.actor(max_retries=0)
+    def explode():
+        raise RuntimeError("boom")
+
+    explode.send()
+    broker.join(explode.queue_name, fail_fast=False)
+    assert len(broker.dead_letters) == 1
+
+
+def test_join_raises_dead_lettered_for_failures_of_other_processes(broker, redis_client) -> None:
+    other = RedisStreamsBroker(client=broker.client)  # stands for another process
+    other.declare_queue("default")
+    message = dramatiq.Message(queue_name="default", actor_name="gone", args=(), kwargs={}, options={})
+    other.enqueue(message)
+    entry_id = redis_client.xrange("default")[0][0]
+    other.run_claim(other.keys_for("default"), "someone", 0)
+    redis_client.xreadgroup("workers", "someone", {"default": ">"})
+    other.dead_letter(other.keys_for("default"), entry_id, "KeyError: 'x'", None)
+    broker.declare_queue("default")
+    with pytest.raises(DeadLettered, match="KeyError"):
+        broker.join("default")
+
+
+def test_join_times_out(broker) -> None:
+    @dramatiq.actor
+    def never_consumed():
+        pass
+
+    never_consumed.send()
+    with pytest.raises(QueueJoinTimeout):
+        broker.join(never_consumed.queue_name, timeout=100)
+
+
+def test_dead_letters_can_be_requeued_and_purged(broker, worker) -> None:
+    attempts = []
+
+    @dramatiq.actor(max_retries=0)
+    def flaky():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first time fails")
+
+    flaky.send()
+    broker.join(flaky.queue_name, fail_fast=False)
+    dead = broker.dead_letter_queue("default")
+    assert len(dead) == 1
+    assert dead.requeue() == 1
+    broker.join(flaky.queue_name, fail_fast=False)
+    assert len(attempts) == 2
+    assert len(dead) == 0
+
+    attempts.clear()
+    flaky.send()
+    broker.join(flaky.queue_name, fail_fast=False)
+    assert dead.purge() == 1
+    assert len(dead) == 0
+
+
+def test_malformed_entry_is_dead_lettered_and_worker_keeps_going(broker, worker, redis_client) -> None:
+    done = threading.Event()
+
+    @dramatiq.actor
+    def fine():
+        done.set()
+
+    redis_client.xadd("default", {"message": b"{not json"})
+    redis_client.xadd("default", {"camera": b"no envelope here"})
+    fine.send()
+    assert done.wait(10)
+    broker.join(fine.queue_name, fail_fast=False)
+    reasons = sorted(letter.reason for letter in broker.dead_letter_queue("default").list())
+    assert reasons[0].startswith("malformed entry: the 'message' field is not valid JSON")
+    assert reasons[1] == "malformed entry: the entry has no 'message' field (fields: camera)"
+
+
+def test_prefetch_bounds_what_a_consumer_holds(broker, redis_client) -> None:
+    broker.declare_queue("default")
+    for number in range(10):
+        broker.enqueue(dramatiq.Message(queue_name="default", actor_name="a", args=(number,), kwargs={}, options={}))
+    consumer = broker.consume("default", prefetch=3, timeout=50)
+    taken = [next(consumer) for _ in range(3)]
+    assert all(message is not None for message in taken)
+    assert next(consumer) is None  # the fourth would exceed the prefetch
+    assert redis_client.xinfo_groups("default")[0]["pending"] == 3
+    consumer.ack(taken[0])
+    assert next(consumer) is not None
+
+
+def test_close_hands_prefetched_messages_back(broker, redis_client) -> None:
+    broker.declare_queue("default")
+    for number in range(5):
+        broker.enqueue(dramatiq.Message(queue_name="default", actor_name="a", args=(number,), kwargs={}, options={}))
+    first = broker.consume("default", prefetch=5, timeout=50)
+    taken = next(first)
+    assert taken is not None
+    first.requeue([taken])
+    first.close()
+    assert redis_client.xinfo_groups("default")[0]["pending"] == 0
+    second = broker.consume("default", prefetch=10, timeout=50)
+    received = [next(second) for _ in range(5)]
+    assert sorted(message.args[0] for message in received) == [0, 1, 2, 3, 4]
+
+
+def test_lapsed_lease_is_taken_over_by_another_consumer(broker, redis_client) -> None:
+    broker.declare_queue("default")
+    broker.enqueue(dramatiq.Message(queue_name="default", actor_name="a", args=(), kwargs={}, options={}))
+    # A consumer of a dead process: it read the entry and never renews it.
+    redis_client.xgroup_create("default", "workers", id="0", mkstream=True)
+    redis_client.xreadgroup("workers", "dead-host:1:x", {"default": ">"})
+    consumer = broker.consume("default", prefetch=1, timeout=100)
+    deadline = time.monotonic() + 10
+    taken = None
+    while taken is None and time.monotonic() < deadline:
+        taken = next(consumer)
+    assert taken is not None
+    assert taken.actor_name == "a"
+    pending = redis_client.xpending_range("default", "workers", "-", "+", 10)
+    assert [entry["consumer"].decode() for entry in pending] == [broker.consumer_name]
+    assert pending[0]["times_delivered"] == 2
