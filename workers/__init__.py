@@ -1,0 +1,1 @@
+"""Concrete processors built on frameflow, each runnable as Dramatiq worker processes."""
