@@ -77,3 +77,7 @@ def demo(context: click.Context, frames: int, image_bytes: int, timeout: float) 
     console.print(table)
     if summary.results != summary.frames_sent:
         raise click.ClickException(f"only {summary.results} of {summary.frames_sent} frames produced a result")
+
+
+if __name__ == "__main__":
+    main()

@@ -68,6 +68,7 @@ class StreamConsumer(Consumer):
         self._slot_freed = threading.Condition()
         self._next_housekeeping = 0.0
         self._next_due_ms: float | None = None
+        self._visible = False
         broker.leases.watch(self)
 
     # -- lease holder ------------------------------------------------------------------------
@@ -182,6 +183,11 @@ class StreamConsumer(Consumer):
 
     def _housekeeping(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         claimed, next_due, poisoned = self.broker.run_claim(self.keys, self.consumer_name, count)
+        if not self._visible:
+            # Redis 6.2 lists a consumer only once it has been served; make it visible at once
+            # so that tools (and `frameflow demo`) see a worker that waits on an empty queue.
+            self.broker.client.xgroup_createconsumer(self.stream, self.broker.group, self.consumer_name)
+            self._visible = True
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL_S
         self._next_due_ms = float(next_due) if next_due else None
         for entry_id in poisoned:

@@ -1,0 +1,63 @@
+"""The frameflow command line, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+
+FRAMEFLOW = [sys.executable, "-m", "pipeline.cli"]
+
+
+def test_demo_moves_frames_through_a_worker_process(redis_url: str, redis_client: redis.Redis) -> None:
+    result = subprocess.run(
+        [*FRAMEFLOW, "demo", "--frames", "40", "--timeout", "60"],
+        env={**os.environ, "REDIS_URL": redis_url, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = re.search(r"│\s+(\d+)\s+│\s+(\d+)\s+│", result.stdout)
+    assert row is not None, result.stdout
+    assert row.groups() == ("40", "40")
+    assert redis_client.xlen("demo:results") == 40
+    assert redis_client.xlen("frames:demo") == 0
+
+
+def test_redis_command_serves_until_sigterm_and_leaves_nothing(tmp_path) -> None:
+    process = subprocess.Popen(
+        [*FRAMEFLOW, "redis", "--port", "0", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = re.search(r"redis://127\.0\.0\.1:\d+/0", line)
+        assert url is not None, line
+        client = redis.Redis.from_url(url.group(0))
+        assert client.ping()
+        client.set("kept", "yes")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+            except redis.exceptions.ConnectionError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("redis-server still answers after frameflow redis exited")
+        assert (tmp_path / "appendonlydir").exists() or (tmp_path / "appendonly.aof").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,38 @@
+"""Configuration from the environment, and secrets kept out of sight."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import Settings
+from pipeline.settings import mask_url
+
+
+def test_redis_url_wins_over_host_and_port() -> None:
+    env = {"REDIS_URL": "redis://a:1/0", "REDIS_HOST": "b", "REDIS_PORT": "2"}
+    assert Settings.from_env(env).redis_url == "redis://a:1/0"
+
+
+def test_the_seeds_host_and_port_variables_work() -> None:
+    assert Settings.from_env({"REDIS_HOST": "redis", "REDIS_PORT": "6380"}).redis_url == "redis://redis:6380"
+
+
+def test_no_redis_configured_means_embedded() -> None:
+    assert Settings.from_env({}).redis_url is None
+
+
+def test_a_bad_number_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="FRAMEFLOW_LEASE_MS='soon' is not an integer"):
+        Settings.from_env({"FRAMEFLOW_LEASE_MS": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("rediss://camera:s3cret@redis.local:6380/1", "rediss://camera:***@redis.local:6380/1"),
+        ("redis://:s3cret@localhost/0", "redis://:***@localhost/0"),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    ],
+)
+def test_passwords_are_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked

@@ -1,0 +1,57 @@
+"""What goes on the wire, and what is refused when read back."""
+
+from __future__ import annotations
+
+import pytest
+from dramatiq import Message
+
+from pipeline import MalformedEntry
+from pipeline.wire import decode_entry, encode_message
+
+
+def make_message(**options) -> Message:
+    return Message(queue_name="default", actor_name="add", args=(1, 2), kwargs={"k": "v"}, options=options)
+
+
+def test_a_message_survives_the_round_trip() -> None:
+    message = make_message(retries=2)
+    fields = encode_message(message)
+    assert decode_entry({name.encode(): value for name, value in fields.items()}) == message
+
+
+def test_the_envelope_is_plain_json() -> None:
+    assert encode_message(make_message())["message"].startswith(b'{"queue_name":"default"')
+
+
+def test_unserialisable_arguments_are_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        encode_message(Message(queue_name="q", actor_name="a", args=(object(),), kwargs={}, options={}))
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({b"other": b"x"}, "the entry has no 'message' field (fields: other)"),
+        ({b"message": b"\xff\xfe"}, "the 'message' field is not valid JSON"),
+        ({b"message": b"[1, 2]"}, "the 'message' field is JSON list, not an object"),
+        ({b"message": b'{"queue_name": "q"}'}, "the message envelope has no 'actor_name'"),
+        (
+            {
+                b"message": b'{"queue_name":"q","actor_name":"a","args":"nope","kwargs":{},"options":{},'
+                b'"message_id":"i","message_timestamp":1}'
+            },
+            "the message envelope's 'args' is str, expected list",
+        ),
+        (
+            {
+                b"message": b'{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{},'
+                b'"message_id":"i","message_timestamp":true}'
+            },
+            "the message envelope's 'message_timestamp' is bool, expected int",
+        ),
+    ],
+)
+def test_malformed_entries_are_refused_with_a_reason(fields: dict[bytes, bytes], reason: str) -> None:
+    with pytest.raises(MalformedEntry) as caught:
+        decode_entry(fields)
+    assert str(caught.value).startswith(reason)
