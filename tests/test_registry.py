@@ -1,0 +1,97 @@
+"""The processor registry against a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
+
+
+def face(processor_id: str = "face-1", **changes) -> ProcessorInfo:
+    values = {
+        "processor_id": processor_id,
+        "capabilities": ("face_detection", "face_recognition"),
+        "capacity": 10,
+        "queue_name": f"frames.ready.{processor_id}",
+        "actor_name": f"process_frame.{processor_id}",
+        "result_stream": "faces:detected",
+        "version": "1.0",
+    }
+    values.update(changes)
+    return ProcessorInfo(**values)
+
+
+@pytest.fixture
+def registry(redis_client) -> ProcessorRegistry:
+    return ProcessorRegistry(redis_client)
+
+
+def test_registered_processor_is_listed_with_what_it_said(registry: ProcessorRegistry) -> None:
+    registry.register(face(), ttl_s=30)
+    [info] = registry.list()
+    assert info.processor_id == "face-1"
+    assert info.capabilities == ("face_detection", "face_recognition")
+    assert info.capacity == 10
+    assert info.result_stream == "faces:detected"
+    assert info.health_endpoint is None
+    assert info.alive
+
+
+def test_lookup_by_capability(registry: ProcessorRegistry) -> None:
+    registry.register(face("face-1"), ttl_s=30)
+    registry.register(face("objects-1", capabilities=("object_detection",)), ttl_s=30)
+    assert [info.processor_id for info in registry.live_with("object_detection")] == ["objects-1"]
+    assert [info.processor_id for info in registry.live_with("face_detection")] == ["face-1"]
+    assert registry.live_with("gesture_detection") == []
+
+
+def test_processor_without_heartbeats_is_dead(registry: ProcessorRegistry) -> None:
+    registry.register(face(), ttl_s=0.2)
+    deadline = time.monotonic() + 5
+    while registry.list() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert registry.list() == []
+    assert registry.dead_ids() == ["face-1"]
+    assert registry.heartbeat("face-1", ttl_s=30, processed=1) is False
+    assert registry.get("face-1") is None  # a heartbeat alone does not resurrect it
+
+
+def test_heartbeat_keeps_it_alive_and_records_stats(registry: ProcessorRegistry) -> None:
+    registry.register(face(), ttl_s=30)
+    assert registry.heartbeat("face-1", ttl_s=30, in_flight=3, processed=42, failed=1, latency_ms=12.5)
+    info = registry.get("face-1")
+    assert info is not None
+    assert (info.in_flight, info.processed, info.failed, info.latency_ms) == (3, 42, 1, 12.5)
+
+
+def test_reregistering_after_a_crash_just_works(registry: ProcessorRegistry) -> None:
+    registry.register(face(pid=111), ttl_s=30)
+    registry.heartbeat("face-1", ttl_s=30, processed=99)
+    registry.register(face(pid=222), ttl_s=30)
+    info = registry.get("face-1")
+    assert info is not None and info.pid == 222 and info.processed == 0
+
+
+def test_breaker_state_is_visible(registry: ProcessorRegistry) -> None:
+    registry.register(face(), ttl_s=30)
+    registry.update("face-1", breaker=BREAKER_OPEN)
+    info = registry.get("face-1")
+    assert info is not None and info.breaker == BREAKER_OPEN
+
+
+def test_deregister_removes_it_everywhere(registry: ProcessorRegistry) -> None:
+    registry.register(face(), ttl_s=30)
+    assert registry.deregister("face-1") is True
+    assert registry.list(include_dead=True) == []
+
+
+def test_changes_are_announced(registry: ProcessorRegistry, redis_client) -> None:
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(registry.channel)
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    registry.register(face(), ttl_s=30)
+    message = pubsub.get_message(timeout=2)
+    assert message is not None and message["data"] == b"register face-1"
+    pubsub.close()
