@@ -7,7 +7,12 @@ Dramatiq broker from the environment (``dramatiq pipeline.broker my_actors``).
 from .dead_letters import DeadLetter, DeadLetterQueue
 from .embedded import EmbeddedRedis
 from .errors import DeadLettered, EmbeddedRedisError, FrameflowError, InvalidQueueName, MalformedEntry
+from .frames import Frame, FrameRejected
+from .processor import ProcessorClient
+from .producer import FrameProducer
 from .redis_streams import RedisStreamsBroker
+from .registry import ProcessorInfo, ProcessorRegistry
+from .results import ResultReader
 from .settings import Settings
 
 __all__ = [
@@ -16,10 +21,17 @@ __all__ = [
     "DeadLettered",
     "EmbeddedRedis",
     "EmbeddedRedisError",
+    "Frame",
+    "FrameProducer",
+    "FrameRejected",
     "FrameflowError",
     "InvalidQueueName",
     "MalformedEntry",
+    "ProcessorClient",
+    "ProcessorInfo",
+    "ProcessorRegistry",
     "RedisStreamsBroker",
+    "ResultReader",
     "Settings",
 ]
 

@@ -68,6 +68,7 @@ class StreamConsumer(Consumer):
         self._slot_freed = threading.Condition()
         self._next_housekeeping = 0.0
         self._next_due_ms: float | None = None
+        self._due_hint_ms: float | None = None
         self._visible = False
         broker.leases.watch(self)
 
@@ -80,6 +81,13 @@ class StreamConsumer(Consumer):
         with self._slot_freed:
             self._held.difference_update(entry_ids)
             self._slot_freed.notify_all()
+
+    def expect_due(self, eta_ms: float) -> None:
+        """A delayed message of this queue, enqueued by this process, falls due at ``eta_ms``
+        (epoch ms): promote it then rather than at the next housekeeping pass."""
+        with self._slot_freed:
+            if self._due_hint_ms is None or eta_ms < self._due_hint_ms:
+                self._due_hint_ms = eta_ms
 
     # -- Consumer API ------------------------------------------------------------------------
     def ack(self, message: StreamMessageProxy) -> None:  # type: ignore[override]
@@ -159,15 +167,16 @@ class StreamConsumer(Consumer):
     def _fetch(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         now = time.monotonic()
         now_ms = time.time() * 1000
-        due = self._next_due_ms is not None and now_ms >= self._next_due_ms
-        if now >= self._next_housekeeping or due:
+        next_due = self._next_due()
+        if now >= self._next_housekeeping or (next_due is not None and now_ms >= next_due):
             claimed = self._housekeeping(count)
             if claimed:
                 return claimed
             now_ms = time.time() * 1000
+            next_due = self._next_due()
         block_ms = self.timeout
-        if self._next_due_ms is not None:
-            block_ms = int(min(block_ms, max(1, self._next_due_ms - now_ms)))
+        if next_due is not None:
+            block_ms = int(min(block_ms, max(1, next_due - now_ms)))
         try:
             response = self.broker.client.xreadgroup(
                 self.broker.group, self.consumer_name, {self.stream: ">"}, count=count, block=block_ms
@@ -181,7 +190,16 @@ class StreamConsumer(Consumer):
             return []
         return [(entry_id, fields) for entry_id, fields in response[0][1] if fields is not None]
 
+    def _next_due(self) -> float | None:
+        """When the next delayed message falls due (epoch ms), as far as this consumer knows."""
+        hint = self._due_hint_ms
+        if hint is None or (self._next_due_ms is not None and self._next_due_ms < hint):
+            return self._next_due_ms
+        return hint
+
     def _housekeeping(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        with self._slot_freed:
+            self._due_hint_ms = None  # hints given before the script runs are in its answer
         claimed, next_due, poisoned = self.broker.run_claim(self.keys, self.consumer_name, count)
         if not self._visible:
             # Redis 6.2 lists a consumer only once it has been served; make it visible at once

@@ -22,7 +22,6 @@ from .embedded import EmbeddedRedis
 from .redis_streams import RedisStreamsBroker
 from .settings import Settings
 
-
 #: The queue the demo's frames go to (stream ``frames:demo``) and the actor that takes them,
 #: defined in ``workers.demo`` (named, not imported: pipeline never imports workers).
 QUEUE = "frames.demo"

@@ -50,6 +50,7 @@ class QueueKeys(NamedTuple):
     stream: str
     delayed: str
     dead: str
+    drops: str
 
 
 def queue_keys(namespace: str, queue_name: str) -> QueueKeys:
@@ -59,4 +60,20 @@ def queue_keys(namespace: str, queue_name: str) -> QueueKeys:
         stream=stream,
         delayed=f"{namespace}:delayed:{tag}",
         dead=f"{namespace}:dead:{tag}",
+        drops=f"{namespace}:drops:{tag}",
     )
+
+
+def parked_key(namespace: str, capability: str) -> str:
+    """The stream where frames wait for a processor with ``capability``."""
+    return f"{namespace}:parked:{{{capability}}}"
+
+
+def image_key(namespace: str, frame_id: str) -> str:
+    """Where a claim-checked frame image is stored once for all its processors."""
+    return f"{namespace}:image:{{{frame_id}}}"
+
+
+def probe_key(namespace: str, processor_id: str) -> str:
+    """Held by the one router allowed to send a half-open breaker its probe frame."""
+    return f"{namespace}:probe:{processor_id}"

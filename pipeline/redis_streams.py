@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -45,7 +46,7 @@ from .wire import decode_envelope, delayed_member, encode_message
 
 logger = logging.getLogger(__name__)
 
-#: How many failures ``join(fail_fast=True)`` can re-raise with their original exception object.
+#: How many failures ``join(fail_fast=True)`` can re-raise with their original exception type and arguments.
 REMEMBERED_FAILURES = 1000
 
 #: Delayed messages promoted per housekeeping pass.
@@ -53,6 +54,18 @@ PROMOTE_BATCH = 500
 
 #: How often ``join`` looks at the queue.
 JOIN_POLL_S = 0.005
+
+
+def detach_exception(error: BaseException) -> BaseException | None:
+    """A copy of ``error`` (same type, args and attributes) without its traceback,
+    cause or context, made without calling ``__init__``; ``None`` if it cannot be copied."""
+    try:
+        copy = type(error).__new__(type(error), *error.args)
+        copy.args = error.args
+        copy.__dict__.update(getattr(error, "__dict__", {}))
+    except Exception:
+        return None
+    return copy
 
 
 class RedisStreamsBroker(Broker):
@@ -110,6 +123,7 @@ class RedisStreamsBroker(Broker):
         self._failures: OrderedDict[str, BaseException] = OrderedDict()
         self._failures_lock = threading.Lock()
         self._instance = uuid.uuid4().hex[:8]
+        self._consumers: dict[str, weakref.WeakSet[StreamConsumer]] = {}
 
     def __repr__(self) -> str:
         return f"<RedisStreamsBroker {self.url} namespace={self.namespace!r}>"
@@ -129,7 +143,9 @@ class RedisStreamsBroker(Broker):
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> StreamConsumer:
         if queue_name not in self.queues:
             raise QueueNotFound(queue_name)
-        return StreamConsumer(self, queue_name, prefetch, timeout)
+        consumer = StreamConsumer(self, queue_name, prefetch, timeout)
+        self._consumers.setdefault(queue_name, weakref.WeakSet()).add(consumer)
+        return consumer
 
     def declare_queue(self, queue_name: str) -> None:
         if queue_name in self.queues:
@@ -139,12 +155,31 @@ class RedisStreamsBroker(Broker):
         self.queues[queue_name] = QueueView(self, queue_name)
         self.emit_after("declare_queue", queue_name)
 
+    @property
+    def router(self) -> Any:
+        """The routing middleware (one with ``route_message``), if the broker carries one.
+
+        The orchestrator is a middleware, but Dramatiq's ``before_enqueue`` cannot
+        redirect a message, so the broker asks it where a frame goes.
+        """
+        for middleware in self.middleware:
+            if hasattr(middleware, "route_message"):
+                return middleware
+        return None
+
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
         """Append ``message`` to its queue's stream, or, with ``delay`` (ms), park it in
         the queue's delayed set until it is due."""
+        router = self.router
+        if router is not None and not delay and message.options.get("capabilities"):
+            self.emit_before("enqueue", message, delay)
+            decision = router.route_message(self, message)
+            routed = message.copy(options={"routed_to": list(decision.targets), "parked": list(decision.parked)})
+            self.emit_after("enqueue", routed, delay)
+            return routed
         keys = self.keys_for(message.queue_name)
         self.emit_before("enqueue", message, delay)
         fields = encode_message(message)
@@ -152,6 +187,8 @@ class RedisStreamsBroker(Broker):
             if delay:
                 eta_ms = int(time.time() * 1000 + delay)
                 self.client.zadd(keys.delayed, {delayed_member(fields, uuid.uuid4().hex): eta_ms})
+                for consumer in list(self._consumers.get(message.queue_name, ())):
+                    consumer.expect_due(eta_ms)  # this process's consumers look when it is due
             else:
                 self.client.xadd(keys.stream, fields)  # type: ignore[arg-type]
         except TRANSIENT_ERRORS as error:
@@ -181,8 +218,9 @@ class RedisStreamsBroker(Broker):
         Parameters:
           timeout: the most milliseconds to wait; :class:`QueueJoinTimeout` after that.
           fail_fast: when true, raise the exception of a dead-lettered message of this
-            queue (the original object if it failed in this process, else
-            :class:`~pipeline.errors.DeadLettered`). Defaults to ``fail_fast_default``.
+            queue (a copy of the original, same type and arguments, if it failed in
+            this process, else :class:`~pipeline.errors.DeadLettered`). Defaults to
+            ``fail_fast_default``.
         """
         if queue_name not in self.queues:
             raise QueueNotFound(queue_name)
@@ -233,8 +271,16 @@ class RedisStreamsBroker(Broker):
         return proxies
 
     def remember_failure(self, message_id: str, error: BaseException) -> None:
+        """Keep a detached copy of ``error`` for ``join(fail_fast=True)``.
+
+        Never the object itself: its traceback pins the actor's frames and their
+        locals (whole camera frames), and a worker would keep a thousand of them.
+        """
+        detached = detach_exception(error)
+        if detached is None:
+            return
         with self._failures_lock:
-            self._failures[message_id] = error
+            self._failures[message_id] = detached
             while len(self._failures) > REMEMBERED_FAILURES:
                 self._failures.popitem(last=False)
 

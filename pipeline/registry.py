@@ -48,7 +48,10 @@ class ProcessorInfo:
     failed: int = 0
     latency_ms: float = 0.0
     breaker: str = BREAKER_CLOSED
+    breaker_since: float = 0.0
     draining: bool = False
+    queue_bound: int = 0
+    overflow: str = "drop_oldest"
     last_error: str = ""
     alive: bool = True
 

@@ -32,6 +32,7 @@ class Settings:
       max_deliveries: ``FRAMEFLOW_MAX_DELIVERIES``, deliveries after which a
         message that keeps killing its workers is dead-lettered as poison.
       dead_letter_ttl_ms: ``FRAMEFLOW_DEAD_LETTER_TTL_MS``, how long dead letters are kept.
+      health_host: ``FRAMEFLOW_HEALTH_HOST``, the address health and metrics endpoints bind.
     """
 
     redis_url: str | None = None
@@ -39,6 +40,7 @@ class Settings:
     lease_ms: int = 10_000
     max_deliveries: int = 5
     dead_letter_ttl_ms: int = 7 * 24 * 3600 * 1000
+    health_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +54,7 @@ class Settings:
             lease_ms=_int(env, "FRAMEFLOW_LEASE_MS", cls.lease_ms),
             max_deliveries=_int(env, "FRAMEFLOW_MAX_DELIVERIES", cls.max_deliveries),
             dead_letter_ttl_ms=_int(env, "FRAMEFLOW_DEAD_LETTER_TTL_MS", cls.dead_letter_ttl_ms),
+            health_host=env.get("FRAMEFLOW_HEALTH_HOST") or cls.health_host,
         )
 
 

@@ -16,6 +16,7 @@ import orjson
 from dramatiq import Message
 
 from .errors import MalformedEntry
+from .frames import FRAME_OPTION
 from .keys import ENVELOPE_FIELD
 
 Fields = dict[str, bytes]
@@ -48,7 +49,15 @@ def encode_envelope(message: Message) -> bytes:
 
 
 def encode_message(message: Message) -> Fields:
-    """The stream entry fields for ``message``."""
+    """The stream entry fields for ``message``.
+
+    A frame message (option ``frame``) carries its frame fields as the entry's
+    own fields, readable by anyone, and an envelope without arguments.
+    """
+    if message.options.get(FRAME_OPTION) and message.args and isinstance(message.args[0], dict):
+        fields: Fields = {name: str(value).encode() for name, value in message.args[0].items()}
+        fields[ENVELOPE_FIELD] = encode_envelope(message.copy(args=()))
+        return fields
     return {ENVELOPE_FIELD: encode_envelope(message)}
 
 
@@ -83,7 +92,15 @@ def decode_entry(fields: dict[bytes, bytes]) -> Message:
     if raw is None:
         names = ", ".join(sorted(name.decode("utf-8", "replace") for name in fields)) or "none"
         raise MalformedEntry(f"the entry has no 'message' field (fields: {names})")
-    return decode_envelope(raw)
+    message = decode_envelope(raw)
+    if message.options.get(FRAME_OPTION):
+        frame = {
+            name.decode("utf-8", "replace"): value.decode("utf-8", "replace")
+            for name, value in fields.items()
+            if name != _ENVELOPE_KEY and not name.startswith(b"dead_")
+        }
+        message = message.copy(args=(frame,))
+    return message
 
 
 def delayed_member(fields: Fields, nonce: str) -> bytes:

@@ -1,0 +1,49 @@
+"""Frames go stale fast: a frame older than its max age is skipped, never processed late.
+
+A frame message carries ``captured_at_ms`` and ``max_age_ms`` in its options
+(the router sets them; a per-processor ``max_age_ms`` actor option tightens
+them). Skipped frames are acknowledged, not retried, and counted under
+``stale`` in the queue's drops hash so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from dramatiq.middleware import Middleware, SkipMessage
+
+from pipeline.frames import FRAME_OPTION, is_stale
+
+if TYPE_CHECKING:
+    import dramatiq
+
+logger = logging.getLogger(__name__)
+
+
+class FrameFreshness(Middleware):
+    """Skips frame messages older than their max age (``SkipMessage``) and counts them."""
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_age_ms"}
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if not message.options.get(FRAME_OPTION):
+            return
+        options = dict(message.options)
+        actor_max_age = _actor_max_age(broker, message.actor_name)
+        if actor_max_age is not None:
+            options["max_age_ms"] = min(int(options.get("max_age_ms") or actor_max_age), actor_max_age)
+        if is_stale(options):
+            keys = getattr(broker, "keys_for", None)
+            if keys is not None:
+                broker.client.hincrby(keys(message.queue_name).drops, "stale", 1)  # type: ignore[attr-defined]
+            logger.info("Skipping stale frame on %s (max age %s ms).", message.queue_name, options["max_age_ms"])
+            raise SkipMessage("stale frame")
+
+
+def _actor_max_age(broker: dramatiq.Broker, actor_name: str) -> int | None:
+    actor = broker.actors.get(actor_name)
+    value = actor.options.get("max_age_ms") if actor is not None else None
+    return int(value) if value else None

@@ -1,0 +1,336 @@
+"""``ProcessorClient``: the seed's processor API, on Dramatiq workers.
+
+A processor written for the seed migrates by changing its import::
+
+    from pipeline import ProcessorClient
+
+It runs two ways:
+
+* the seed's: ``asyncio.run(processor.start())`` — ``start()`` builds a broker
+  and a Dramatiq :class:`~dramatiq.Worker` in this process, registers, heartbeats
+  and consumes until :meth:`stop` (safe from a signal handler);
+* Dramatiq's: a module that calls :meth:`attach` on the global broker at import,
+  run with ``dramatiq pipeline.broker workers.x``; the worker's boot starts the
+  processor (``start()``, model loading included) on an event-loop thread and its
+  shutdown stops it.
+
+``orchestrator_url`` is accepted for compatibility and otherwise unused: the
+orchestrator is no longer a service but the routing middleware every producer
+carries, and everything meets in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.middleware import SkipMessage
+
+from middleware.breaker import CircuitBreaker
+from middleware.freshness import FrameFreshness
+from middleware.routing import CapabilityRouter
+
+from .connection import connect
+from .errors import FrameflowError
+from .frames import IMAGE_REF_FIELD
+from .health import HealthServer
+from .heartbeat import MISSED_BEATS, Heartbeat
+from .keys import validate_queue_name
+from .processor_stats import ProcessorStats
+from .redis_streams import RedisStreamsBroker
+from .registry import ProcessorInfo, ProcessorRegistry
+from .results import result_fields
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: The seed's default ``redis_url``; left at it, the environment decides.
+SEED_DEFAULT_REDIS_URL = "redis://localhost:6379"
+
+#: How long ``stop()`` lets in-flight frames finish.
+STOP_TIMEOUT_S = 30.0
+
+
+class ProcessorClient:
+    """Base class of a frame processor. Implement :meth:`process_frame` (async or plain).
+
+    Parameters are the seed's; see the module docstring for ``orchestrator_url``.
+    Class attributes a subclass may set: ``version``, ``queue_bound`` (frames
+    waiting at most; 0 for none), ``overflow`` (``"drop_oldest"`` or
+    ``"reject_newest"``), ``max_retries``, ``max_age_ms``.
+    """
+
+    version: str = "0"
+    queue_bound: int = 100
+    overflow: str = "drop_oldest"
+    max_retries: int = 2
+    max_age_ms: int | None = None
+
+    def __init__(
+        self,
+        processor_id: str,
+        capabilities: list[str],
+        orchestrator_url: str,
+        capacity: int = 10,
+        redis_client: Any | None = None,
+        redis_url: str = SEED_DEFAULT_REDIS_URL,
+        result_stream: str | None = None,
+        health_port: int | None = None,
+        health_check_interval: float = 30.0,
+    ) -> None:
+        if not capabilities or not all(isinstance(capability, str) and capability for capability in capabilities):
+            raise ValueError("capabilities must be a non-empty list of names")
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.processor_id = processor_id
+        self.queue_name = validate_queue_name(f"frames.ready.{processor_id}")
+        self.actor_name = f"process_frame.{processor_id}"
+        self.capabilities = list(capabilities)
+        self.orchestrator_url = orchestrator_url
+        self.capacity = capacity
+        self.redis_client = redis_client
+        self.redis_url = _resolve_redis_url(redis_url)
+        self.result_stream = result_stream
+        self.health_port = health_port
+        self.health_check_interval = health_check_interval
+        self.stats = ProcessorStats()
+        self.broker: RedisStreamsBroker | None = None
+        self._slots = threading.BoundedSemaphore(capacity)
+        self._worker: dramatiq.Worker | None = None
+        self._owns_worker = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._stop_early = False
+        self._heartbeat: Heartbeat | None = None
+        self._health: HealthServer | None = None
+        self._registry: ProcessorRegistry | None = None
+        self._breaker = CircuitBreaker(self._publish_breaker)
+
+    # -- what a processor implements ---------------------------------------------------------
+    async def process_frame(self, frame_data: dict[bytes, bytes]) -> dict | None:
+        """Process one frame (keys and values are bytes, as the seed documents).
+
+        Return a dict to publish it on ``result_stream``, or ``None`` to publish nothing.
+        """
+        raise NotImplementedError
+
+    # -- wiring ----------------------------------------------------------------------------
+    def attach(self, broker: RedisStreamsBroker | None = None) -> RedisStreamsBroker:
+        """Declare this processor's actor on ``broker`` (default: Dramatiq's global one)."""
+        broker = broker or dramatiq.get_broker()  # type: ignore[assignment]
+        if not isinstance(broker, RedisStreamsBroker):
+            raise FrameflowError(f"ProcessorClient needs a RedisStreamsBroker, not {type(broker).__name__}")
+        self.broker = broker
+        for needed in (FrameFreshness, CapabilityRouter):
+            if not any(isinstance(middleware, needed) for middleware in broker.middleware):
+                broker.add_middleware(needed())
+        dramatiq.actor(
+            self._handle,
+            broker=broker,
+            actor_name=self.actor_name,
+            queue_name=self.queue_name,
+            max_retries=self.max_retries,
+            min_backoff=100,
+            max_backoff=2000,
+            **({"max_age_ms": self.max_age_ms} if self.max_age_ms else {}),
+        )
+        broker.add_middleware(_Lifecycle(self))
+        return broker
+
+    def _ensure_broker(self) -> RedisStreamsBroker:
+        if self.broker is None:
+            client = self.redis_client or (connect(self.redis_url) if self.redis_url else None)
+            self.attach(RedisStreamsBroker(client=client) if client is not None else RedisStreamsBroker())
+        assert self.broker is not None
+        return self.broker
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Register, consume and heartbeat until :meth:`stop`; then shut down gracefully."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        if self._stop_early:
+            self._stop_requested.set()
+        broker = self._ensure_broker()
+        if self._worker is None:
+            self._worker = dramatiq.Worker(
+                broker, queues={self.queue_name}, worker_threads=self.capacity, worker_timeout=500
+            )
+            # Hold no more frames than can run: the rest stay in Redis for a less busy peer.
+            self._worker.queue_prefetch = self.capacity
+            self._owns_worker = True
+            broker.emit_after("process_boot")
+            self._worker.start()
+        await self._loop.run_in_executor(None, self._come_online)
+        logger.info("Processor %s is consuming %s.", self.processor_id, self.queue_name)
+        await self._stop_requested.wait()
+        await self._loop.run_in_executor(None, self._go_offline)
+
+    def stop(self) -> None:
+        """Ask :meth:`start` to finish. Safe to call from a signal handler or another thread."""
+        loop, event = self._loop, self._stop_requested
+        if loop is None or event is None:
+            self._stop_early = True
+            return
+        loop.call_soon_threadsafe(event.set)
+
+    def _come_online(self) -> None:
+        broker = self._ensure_broker()
+        self._registry = ProcessorRegistry(broker.client, broker.namespace)
+        self._register()
+        if self.health_port is not None:
+            host = Settings.from_env().health_host
+            self._health = HealthServer(self.health_report, self.health_port, host).start()
+        self._heartbeat = Heartbeat(self._beat, self.health_check_interval, self.processor_id)
+        self._heartbeat.start()
+        router = broker.router
+        if router is not None:
+            routed, dropped = router.release_parked(broker, self.capabilities)
+            if routed or dropped:
+                logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
+
+    def _go_offline(self) -> None:
+        if self._registry is not None:
+            self._registry.deregister(self.processor_id)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        if self._owns_worker and self._worker is not None:
+            self._worker.stop(timeout=int(STOP_TIMEOUT_S * 1000))
+            self._worker = None
+        if self._health is not None:
+            self._health.stop()
+        if self._owns_worker and self.broker is not None:
+            self.broker.close()
+
+    def _register(self) -> None:
+        assert self._registry is not None
+        self._registry.register(self.info(), ttl_s=self.health_check_interval * MISSED_BEATS)
+
+    def _beat(self) -> None:
+        assert self._registry is not None
+        alive = self._registry.heartbeat(
+            self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.snapshot()
+        )
+        if not alive:
+            logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
+            self._register()
+
+    def info(self) -> ProcessorInfo:
+        return ProcessorInfo(
+            processor_id=self.processor_id,
+            capabilities=tuple(self.capabilities),
+            capacity=self.capacity,
+            queue_name=self.queue_name,
+            actor_name=self.actor_name,
+            result_stream=self.result_stream,
+            health_endpoint=f"http://{Settings.from_env().health_host}:{self._health.port}/health"
+            if self._health is not None
+            else None,
+            version=self.version,
+            queue_bound=self.queue_bound,
+            overflow=self.overflow,
+            breaker=self._breaker.state,
+        )
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        backlog = None
+        if self.broker is not None:
+            try:
+                backlog = int(self.broker.client.xlen(self.broker.keys_for(self.queue_name).stream))
+            except redis.RedisError:
+                backlog = None
+        healthy = backlog is not None and self._breaker.state == "closed"
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "processor_id": self.processor_id,
+            "capabilities": self.capabilities,
+            "capacity": self.capacity,
+            **self.stats.snapshot(),
+            "uptime_s": round(self.stats.uptime_s(), 3),
+            "queue_backlog": backlog,
+            "breaker": self._breaker.state,
+        }
+        return healthy, body
+
+    def _publish_breaker(self, state: str, since: float) -> None:
+        if self._registry is not None:
+            self._registry.update(self.processor_id, breaker=state, breaker_since=since)
+
+    # -- the actor -------------------------------------------------------------------------
+    def _handle(self, frame: dict[str, str]) -> None:
+        broker = self.broker
+        assert broker is not None
+        frame = dict(frame)
+        ref = frame.pop(IMAGE_REF_FIELD, None)
+        if ref is not None:
+            image = broker.client.get(ref)
+            if image is None:
+                broker.client.hincrby(broker.keys_for(self.queue_name).drops, "image_expired", 1)
+                raise SkipMessage(f"image of frame {frame.get('frame_id')} expired before processing")
+            frame["image_data"] = image.decode("ascii") if isinstance(image, bytes) else str(image)
+        frame_data = {name.encode(): value.encode() for name, value in frame.items()}
+        with self._slots:
+            self.stats.started()
+            began = time.perf_counter()
+            try:
+                result = self._call(frame_data)
+            except BaseException as error:
+                self.stats.failed_with(error)
+                self._breaker.record_failure()
+                raise
+            latency_ms = (time.perf_counter() - began) * 1000
+            self.stats.succeeded(latency_ms)
+        self._breaker.record_success()
+        if result is not None and self.result_stream:
+            fields = result_fields(result, frame, processor_id=self.processor_id, latency_ms=latency_ms)
+            broker.client.xadd(self.result_stream, fields)  # type: ignore[arg-type]
+
+    def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:
+        outcome = self.process_frame(frame_data)
+        if inspect.isawaitable(outcome):
+            loop = self._loop
+            if loop is None or not loop.is_running():
+                raise FrameflowError("process_frame is async but the processor's event loop is not running")
+            return asyncio.run_coroutine_threadsafe(_awaited(outcome), loop).result()
+        return outcome
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class _Lifecycle(dramatiq.Middleware):
+    """Starts and stops a processor attached to a worker run by Dramatiq's CLI."""
+
+    def __init__(self, processor: ProcessorClient) -> None:
+        self.processor = processor
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        processor = self.processor
+        if processor._worker is not None:
+            return  # started by ProcessorClient.start(), which manages itself
+        processor._worker = worker
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(processor.start(),), name=f"processor-{processor.processor_id}", daemon=True
+        )
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self._thread is None:
+            return
+        self.processor.stop()
+        self._thread.join(timeout=STOP_TIMEOUT_S)
+
+
+def _resolve_redis_url(redis_url: str) -> str | None:
+    """The seed's default URL yields to the environment (REDIS_URL, or REDIS_HOST/REDIS_PORT)."""
+    if redis_url != SEED_DEFAULT_REDIS_URL:
+        return redis_url
+    return Settings.from_env().redis_url or None

@@ -1,0 +1,49 @@
+"""Counters a processor keeps about itself, for heartbeats, health and metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+
+class ProcessorStats:
+    """Thread-safe counts of frames in flight, processed and failed, and the latest latency."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started_at = time.monotonic()
+        self.in_flight = 0
+        self.processed = 0
+        self.failed = 0
+        self.latency_ms = 0.0
+        self.last_error = ""
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def succeeded(self, latency_ms: float) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.processed += 1
+            self.latency_ms = latency_ms
+
+    def failed_with(self, error: BaseException) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.failed += 1
+            self.last_error = f"{type(error).__name__}: {error}"[:500]
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "in_flight": self.in_flight,
+                "processed": self.processed,
+                "failed": self.failed,
+                "latency_ms": round(self.latency_ms, 3),
+                "last_error": self.last_error,
+            }

@@ -1,0 +1,115 @@
+"""``FrameProducer``: how cameras publish frames.
+
+``publish`` validates the frame, then the routing middleware decides where it
+goes (one processor per needed capability, least loaded first) and writes it
+there in one round trip. The result says where it went, or why not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+import redis
+
+from middleware.routing import CapabilityRouter, RoutingDecision
+
+from .connection import connect
+from .frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OPTION, Frame, FrameRejected
+from .redis_streams import RedisStreamsBroker
+
+#: The virtual queue a frame is addressed to before routing picks its processors.
+FRAMES_QUEUE = "frames"
+
+
+class FrameProducer:
+    """Publishes frames to the processors that can analyse them.
+
+    Parameters:
+      redis_url: defaults to ``REDIS_URL`` (or the embedded Redis).
+      redis_client: an existing client instead.
+      max_frame_bytes: images above this are refused (``FRAMEFLOW_MAX_FRAME_BYTES``).
+      max_age_ms: how long a frame stays worth processing, unless ``publish`` says otherwise.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        redis_client: redis.Redis | None = None,
+        max_frame_bytes: int | None = None,
+        max_age_ms: int = 5000,
+    ) -> None:
+        self.router = CapabilityRouter(default_max_age_ms=max_age_ms)
+        client = redis_client or (connect(redis_url) if redis_url else None)
+        self.broker = RedisStreamsBroker(client=client, middleware=[self.router])
+        self.max_frame_bytes = max_frame_bytes or int(
+            os.environ.get("FRAMEFLOW_MAX_FRAME_BYTES") or DEFAULT_MAX_FRAME_BYTES
+        )
+        self.max_age_ms = max_age_ms
+
+    def publish(
+        self,
+        *,
+        camera_id: str,
+        image: bytes,
+        capabilities: Iterable[str],
+        width: int,
+        height: int,
+        format: str = "jpeg",
+        metadata: dict[str, Any] | None = None,
+        timestamp: datetime | str | float | None = None,
+        max_age_ms: int | None = None,
+    ) -> RoutingDecision:
+        """Publish one frame; returns its ``frame_id``, the processor ids it went to
+        (``targets``) and, for capabilities no live processor serves, the ``reason``.
+
+        Raises:
+          FrameRejected: the frame is invalid (empty image, unknown format, bad camera id, ...).
+        """
+        needed = [capabilities] if isinstance(capabilities, str) else list(capabilities)
+        if not needed or not all(isinstance(capability, str) and capability for capability in needed):
+            raise FrameRejected("capabilities: name at least one capability the frame needs")
+        frame = Frame(
+            camera_id=camera_id,
+            image=image,
+            width=width,
+            height=height,
+            format=format,
+            metadata=metadata or {},
+            timestamp=_as_datetime(timestamp),
+        ).validate(self.max_frame_bytes)
+        message = dramatiq.Message(
+            queue_name=FRAMES_QUEUE,
+            actor_name="frame",
+            args=(frame.fields(),),
+            kwargs={},
+            options={
+                FRAME_OPTION: True,
+                "capabilities": needed,
+                "captured_at_ms": frame.captured_at_ms,
+                "max_age_ms": max_age_ms or self.max_age_ms,
+            },
+            message_id=frame.frame_id,
+        )
+        return self.router.route_message(self.broker, message)
+
+    def close(self) -> None:
+        self.broker.close()
+
+
+def _as_datetime(timestamp: datetime | str | float | None) -> datetime:
+    if timestamp is None:
+        return datetime.now(UTC)
+    if isinstance(timestamp, datetime):
+        return timestamp
+    if isinstance(timestamp, int | float):
+        return datetime.fromtimestamp(timestamp, UTC)
+    try:
+        parsed = datetime.fromisoformat(timestamp)
+    except (TypeError, ValueError):
+        raise FrameRejected(f"bad timestamp {timestamp!r}: expected ISO-8601, epoch seconds or a datetime") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

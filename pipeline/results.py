@@ -1,0 +1,129 @@
+"""Results: what ``process_frame`` returns, published as a flat stream entry,
+and a reader for the consumers of result streams (a Home Assistant bridge, an
+automation engine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+#: Fields frameflow adds to every result (frame_id, camera_id and processor_id always win;
+#: the others only where the processor's result has no such key).
+RESULT_FIELDS = ("frame_id", "camera_id", "processor_id", "timestamp", "latency_ms", "captured_at", "trace_context")
+
+
+def result_fields(
+    result: Mapping[str, Any],
+    frame: Mapping[str, str],
+    *,
+    processor_id: str,
+    latency_ms: float,
+    trace_context: str | None = None,
+) -> dict[str, str]:
+    """Flatten a processor's result: scalars as text, nested values as JSON, plus
+    the frame's identity, the processor and the processing latency."""
+    fields: dict[str, str] = {}
+    for name, value in result.items():
+        if isinstance(value, str):
+            fields[str(name)] = value
+        elif isinstance(value, bool) or value is None:
+            fields[str(name)] = json.dumps(value)
+        elif isinstance(value, int | float):
+            fields[str(name)] = repr(value)
+        elif isinstance(value, bytes):
+            fields[str(name)] = value.decode("utf-8", "replace")
+        else:
+            fields[str(name)] = json.dumps(value, separators=(",", ":"), default=str)
+    # The frame's identity is authoritative; the rest is added where the processor did not say.
+    fields.update(frame_id=frame.get("frame_id", ""), camera_id=frame.get("camera_id", ""), processor_id=processor_id)
+    fields.setdefault("timestamp", datetime.now(UTC).isoformat())
+    fields.setdefault("latency_ms", f"{latency_ms:.3f}")
+    fields.setdefault("captured_at", frame.get("timestamp", ""))
+    fields.setdefault("trace_context", trace_context if trace_context is not None else frame.get("trace_context", "{}"))
+    return fields
+
+
+class ResultReader:
+    """Iterates a result stream through a consumer group, acknowledging as it goes.
+
+    An entry is acknowledged when the next one is asked for, so a consumer that
+    crashes while handling one gets it again on restart (its pending entries are
+    read first).
+
+    Parameters:
+      client: the Redis client.
+      stream: e.g. ``faces:detected``.
+      group: the consumer group (one per kind of consumer: ``ha-bridge``).
+      consumer: this consumer's name (default: host and pid).
+      block_ms: how long one read waits; iteration ends after an empty read when ``follow`` is false.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        *,
+        consumer: str | None = None,
+        block_ms: int = 1000,
+        follow: bool = True,
+        start: str = "0",
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
+        self.block_ms = block_ms
+        self.follow = follow
+        try:
+            client.xgroup_create(stream, group, id=start, mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        unacked: bytes | None = None
+        cursor = "0"  # our own pending entries first, then new ones
+        try:
+            while True:
+                response = self.client.xreadgroup(
+                    self.group, self.consumer, {self.stream: cursor}, count=16, block=self.block_ms
+                )
+                entries = response[0][1] if response else []
+                if cursor != ">" and not entries:
+                    cursor = ">"  # no pending entries of ours left: new ones from now on
+                    continue
+                if not entries and not self.follow:
+                    return
+                for entry_id, fields in entries:
+                    if unacked is not None:
+                        self.client.xack(self.stream, self.group, unacked)
+                    unacked = entry_id
+                    if cursor != ">":
+                        cursor = entry_id.decode()
+                    yield {name.decode(): value.decode("utf-8", "replace") for name, value in fields.items()}
+        finally:
+            if unacked is not None:
+                self.client.xack(self.stream, self.group, unacked)
+
+
+def wait_for_results(client: redis.Redis, stream: str, count: int, timeout_s: float) -> list[dict[str, str]]:
+    """Read ``stream`` from the start until ``count`` entries arrived or ``timeout_s`` passed (tests, demo)."""
+    results: list[dict[str, str]] = []
+    last_id = "0"
+    deadline = time.monotonic() + timeout_s
+    while len(results) < count and time.monotonic() < deadline:
+        block_ms = max(1, min(1000, int((deadline - time.monotonic()) * 1000)))
+        for _, entries in client.xread({stream: last_id}, block=block_ms) or []:
+            for entry_id, fields in entries:
+                results.append({name.decode(): value.decode("utf-8", "replace") for name, value in fields.items()})
+                last_id = entry_id
+    return results
