@@ -134,7 +134,15 @@ class CapabilityRouter(Middleware):
             frame[IMAGE_REF_FIELD] = key
         script = broker.scripts["enqueue_bounded"]
         for info in targets:
-            copy = message.copy(queue_name=info.queue_name, actor_name=info.actor_name, args=(frame,), options=options)
+            served = [capability for capability in capabilities if capability in info.capabilities]
+            copy = message.copy(
+                queue_name=info.queue_name,
+                actor_name=info.actor_name,
+                args=(frame,),
+                # Each copy names only what its processor serves, so re-routing it
+                # (its processor died) never duplicates work other processors have.
+                options={**options, "capabilities": served},
+            )
             fields = encode_message(copy)
             keys = broker.keys_for(info.queue_name)
             flat = [item for pair in fields.items() for item in pair]
@@ -244,4 +252,3 @@ def _decode_parked(fields: dict[bytes, bytes]) -> dramatiq.Message | None:
         return decode_entry(cleaned)
     except MalformedEntry:
         return None
-

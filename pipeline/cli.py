@@ -45,6 +45,24 @@ def redis(port: int, appendonly: bool, data_dir: str | None) -> None:
 
 
 @main.command()
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between housekeeping passes.")
+def scheduler(interval: float) -> None:
+    """Emit the pipeline's health heartbeat, reap dead processors, trim dead letters."""
+    from middleware.routing import CapabilityRouter
+
+    from .redis_streams import RedisStreamsBroker
+    from .scheduler import PipelineScheduler
+
+    broker = RedisStreamsBroker(middleware=[CapabilityRouter()])
+    jobs = PipelineScheduler(broker, interval_s=interval)
+    signal.signal(signal.SIGTERM, lambda *_: jobs.stop())
+    signal.signal(signal.SIGINT, lambda *_: jobs.stop())
+    console.print(f"frameflow scheduler on {broker.url}, every {interval:g}s")
+    jobs.run()
+    broker.close()
+
+
+@main.command()
 @click.option("--frames", default=200, show_default=True, help="How many frames to send.")
 @click.option("--image-bytes", default=1024, show_default=True, help="Size of each fake image.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for all results.")

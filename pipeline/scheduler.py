@@ -1,0 +1,174 @@
+"""``frameflow scheduler``: the pipeline's own housekeeping, on APScheduler.
+
+Every ``interval_s`` it
+
+* emits the pipeline's health heartbeat: one entry on ``<ns>:health`` with the
+  processors up and down, their backlogs and the frames processed per second,
+  for a consumer (an alarm, Home Assistant) to watch;
+* reaps dead processors: a processor whose registry entry expired has its queue
+  re-routed, frame by frame, to live peers with the same capability (frames past
+  their max age are dropped and counted as stale), then its queue is deleted and
+  its id forgotten. A lock per processor keeps two schedulers from re-routing the
+  same backlog twice;
+* trims dead letters older than their TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from .connection import TRANSIENT_ERRORS
+from .errors import MalformedEntry
+from .frames import is_stale
+from .redis_streams import RedisStreamsBroker
+from .registry import ProcessorRegistry
+from .wire import decode_entry
+
+logger = logging.getLogger(__name__)
+
+#: Entries kept on the health stream (approximately).
+HEALTH_STREAM_LENGTH = 10_000
+
+
+class PipelineScheduler:
+    """The scheduler's jobs; :meth:`run` blocks, :meth:`start` runs them in the background.
+
+    Parameters:
+      broker: a broker carrying the routing middleware.
+      interval_s: how often each job runs.
+    """
+
+    def __init__(self, broker: RedisStreamsBroker, *, interval_s: float = 5.0) -> None:
+        if broker.router is None:
+            raise ValueError("the scheduler needs a broker with the routing middleware")
+        self.broker = broker
+        self.interval_s = interval_s
+        self.registry = ProcessorRegistry(broker.client, broker.namespace)
+        self.health_stream = f"{broker.namespace}:health"
+        self._processed: dict[str, int] = {}
+        self._last_beat = time.monotonic()
+        self._scheduler: BackgroundScheduler | BlockingScheduler | None = None
+
+    # -- jobs ------------------------------------------------------------------------------
+    def tick(self) -> dict[str, Any]:
+        """Run every job once (what each interval does); returns the health entry."""
+        reaped = self.reap_dead()
+        self.trim_dead_letters()
+        health = self.emit_health()
+        health["reaped"] = reaped
+        return health
+
+    def emit_health(self) -> dict[str, Any]:
+        processors = self.registry.list(include_dead=True)
+        now = time.monotonic()
+        elapsed, self._last_beat = max(now - self._last_beat, 1e-6), now
+        live = [info for info in processors if info.alive]
+        pipe = self.broker.client.pipeline(transaction=False)
+        for info in live:
+            pipe.xlen(self.broker.keys_for(info.queue_name).stream)
+        backlogs = dict(zip((info.processor_id for info in live), pipe.execute(), strict=True))
+        processed_delta = 0
+        for info in live:
+            processed_delta += max(0, info.processed - self._processed.get(info.processor_id, info.processed))
+            self._processed[info.processor_id] = info.processed
+        entry = {
+            "at": repr(time.time()),
+            "processors_up": str(len(live)),
+            "processors_down": str(len(processors) - len(live)),
+            "up": json.dumps(sorted(info.processor_id for info in live)),
+            "down": json.dumps(sorted(info.processor_id for info in processors if not info.alive)),
+            "backlog": json.dumps(backlogs, sort_keys=True),
+            "frames_per_s": f"{processed_delta / elapsed:.2f}",
+        }
+        self.broker.client.xadd(self.health_stream, entry, maxlen=HEALTH_STREAM_LENGTH, approximate=True)  # type: ignore[arg-type]
+        return entry
+
+    def reap_dead(self) -> dict[str, int]:
+        """Re-route the queues of dead processors; returns ``{processor_id: frames re-routed}``."""
+        reaped: dict[str, int] = {}
+        for processor_id in self.registry.dead_ids():
+            lock = f"{self.broker.namespace}:reaping:{processor_id}"
+            if not self.broker.client.set(lock, "1", nx=True, px=int(max(self.interval_s, 1) * 10_000)):
+                continue  # another scheduler is on it
+            try:
+                reaped[processor_id] = self._reroute_backlog(processor_id)
+            finally:
+                self.broker.client.delete(lock)
+        return reaped
+
+    def _reroute_backlog(self, processor_id: str) -> int:
+        queue_name = f"frames.ready.{processor_id}"
+        keys = self.broker.keys_for(queue_name)
+        router = self.broker.router
+        client = self.broker.client
+        rerouted = 0
+        for entry_id, fields in client.xrange(keys.stream):
+            if self.registry.get(processor_id) is not None:
+                logger.info("Processor %s came back; leaving the rest of its queue to it.", processor_id)
+                return rerouted
+            try:
+                message = decode_entry(fields)
+            except MalformedEntry as error:
+                self.broker.dead_letter(keys, entry_id, f"malformed entry: {error}", None)
+                continue
+            if is_stale(message.options):
+                client.hincrby(keys.drops, "stale", 1)
+            else:
+                router.route_message(self.broker, message)
+                rerouted += 1
+            client.xdel(keys.stream, entry_id)
+        client.delete(keys.stream, keys.delayed)
+        self.registry.forget([processor_id])
+        if rerouted:
+            logger.warning("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
+        return rerouted
+
+    def trim_dead_letters(self) -> int:
+        """Drop dead letters older than the broker's dead-letter TTL; returns how many went."""
+        minimum = f"{int(time.time() * 1000) - self.broker.dead_letter_ttl_ms}-0"
+        trimmed = 0
+        for key in self.broker.client.scan_iter(match=f"{self.broker.namespace}:dead:*", count=500):
+            trimmed += int(self.broker.client.xtrim(key, minid=minimum))
+        return trimmed
+
+    # -- running ---------------------------------------------------------------------------
+    def _safe_tick(self) -> None:
+        try:
+            self.tick()
+        except TRANSIENT_ERRORS as error:
+            logger.warning("Scheduler tick skipped, Redis unreachable: %s", error)
+        except Exception:
+            logger.exception("Scheduler tick failed")
+
+    def _add_job(self, scheduler: BackgroundScheduler | BlockingScheduler) -> None:
+        scheduler.add_job(
+            self._safe_tick,
+            "interval",
+            seconds=self.interval_s,
+            id="frameflow-scheduler",
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def start(self) -> None:
+        """Run in a background thread (tests, embedding)."""
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._add_job(self._scheduler)
+        self._scheduler.start()
+
+    def run(self) -> None:
+        """Run in the foreground until :meth:`stop` (the CLI; SIGTERM calls stop)."""
+        self._scheduler = BlockingScheduler()
+        self._add_job(self._scheduler)
+        self._safe_tick()
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)

@@ -1,0 +1,38 @@
+"""A small processor for process-level tests: ``python -m tests.echo_processor ID CAPABILITY...``.
+
+It answers every frame with ``{"echo": <frame_id>}`` after ``ECHO_DELAY_S`` seconds
+(default 0.02) on the ``echo:results`` stream, heartbeating every 0.5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from pipeline import ProcessorClient
+
+
+class EchoProcessor(ProcessorClient):
+    async def process_frame(self, frame_data: dict[bytes, bytes]) -> dict:
+        await asyncio.sleep(float(os.environ.get("ECHO_DELAY_S", "0.02")))
+        return {"echo": frame_data[b"frame_id"].decode()}
+
+
+def main(argv: list[str]) -> None:
+    processor_id, *capabilities = argv
+    processor = EchoProcessor(
+        processor_id=processor_id,
+        capabilities=capabilities,
+        orchestrator_url="unused",
+        capacity=int(os.environ.get("ECHO_CAPACITY", "2")),
+        result_stream="echo:results",
+        health_check_interval=0.5,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: processor.stop())
+    asyncio.run(processor.start())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
