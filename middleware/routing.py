@@ -141,7 +141,7 @@ class CapabilityRouter(Middleware):
                 args=(frame,),
                 # Each copy names only what its processor serves, so re-routing it
                 # (its processor died) never duplicates work other processors have.
-                options={**options, "capabilities": served},
+                options={**options, "capabilities": served, "processor": info.processor_id},
             )
             fields = encode_message(copy)
             keys = broker.keys_for(info.queue_name)

@@ -79,6 +79,7 @@ def demo(context: click.Context, frames: int, image_bytes: int, timeout: float) 
         raise click.ClickException(str(error)) from None
     table = Table(title="frameflow demo")
     table.add_column("frames sent", justify="right")
+    table.add_column("routed", justify="right")
     table.add_column("results", justify="right")
     table.add_column("frames/s", justify="right")
     table.add_column("latency p50 (ms)", justify="right")
@@ -86,6 +87,7 @@ def demo(context: click.Context, frames: int, image_bytes: int, timeout: float) 
     table.add_column("dead letters", justify="right")
     table.add_row(
         str(summary.frames_sent),
+        str(summary.routed),
         str(summary.results),
         f"{summary.results / summary.seconds:.0f}" if summary.seconds else "-",
         f"{summary.latency_ms_p50:.1f}",

@@ -1,10 +1,13 @@
-"""``frameflow demo``: a worker process and a producer moving frames through
-the broker, on the embedded Redis unless ``REDIS_URL`` says otherwise.
+"""``frameflow demo``: the pipeline end to end for a bounded run.
+
+It starts the embedded Redis (unless ``REDIS_URL`` is set), the sample
+processor as real Dramatiq worker processes (``dramatiq pipeline.broker
+workers.sample``), publishes frames through :class:`FrameProducer` and reads the
+results back from ``samples:processed``, then stops everything and summarises.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import signal
@@ -12,29 +15,28 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import dramatiq
+from datetime import datetime
 
 from .embedded import EmbeddedRedis
-from .redis_streams import RedisStreamsBroker
+from .producer import FrameProducer
+from .registry import ProcessorRegistry
+from .results import wait_for_results
 from .settings import Settings
 
-#: The queue the demo's frames go to (stream ``frames:demo``) and the actor that takes them,
-#: defined in ``workers.demo`` (named, not imported: pipeline never imports workers).
-QUEUE = "frames.demo"
-ACTOR = "analyse_frame"
-WORKER_MODULE = "workers.demo"
-
-#: Where the demo processor publishes its results.
-RESULT_STREAM = "demo:results"
+#: The processor the demo runs (named, not imported: pipeline never imports workers),
+#: what it offers, and where it publishes.
+WORKER_MODULE = "workers.sample"
+PROCESSOR_ID = "sample-1"
+CAPABILITY = "sample"
+RESULT_STREAM = "samples:processed"
 
 
 @dataclass(frozen=True)
 class DemoSummary:
     frames_sent: int
+    routed: int
     results: int
     seconds: float
     latency_ms_p50: float
@@ -55,7 +57,8 @@ def redis_for_demo() -> Iterator[str]:
 
 @contextlib.contextmanager
 def worker_process(url: str, module: str = WORKER_MODULE) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "REDIS_URL": url}
+    """``dramatiq pipeline.broker MODULE`` as a child, stopped with SIGTERM on exit."""
+    env = {**os.environ, "REDIS_URL": url, "HEALTH_CHECK_INTERVAL": "1"}
     command = [sys.executable, "-m", "dramatiq", "pipeline.broker", module, "--processes", "1", "--threads", "4"]
     process = subprocess.Popen(command, env=env)
     try:
@@ -77,26 +80,30 @@ def fake_image(number: int, size: int) -> bytes:
 
 def run_demo(frames: int = 100, image_bytes: int = 1024, timeout: float = 60.0) -> DemoSummary:
     with redis_for_demo() as url, worker_process(url):
-        broker = RedisStreamsBroker(url)
-        broker.declare_queue(QUEUE)
-        broker.client.delete(RESULT_STREAM)
-        _await_consumer(broker, time.time() + timeout)
+        producer = FrameProducer(url, max_age_ms=int(timeout * 1000))
+        client = producer.broker.client
+        client.delete(RESULT_STREAM)
+        _await_registration(ProcessorRegistry(client, producer.broker.namespace), time.time() + timeout)
         started = time.time()
+        routed = 0
         for number in range(frames):
-            frame = {
-                "frame_id": uuid.uuid4().hex,
-                "camera_id": "demo-camera",
-                "captured_at": repr(time.time()),
-                "image_data": base64.b64encode(fake_image(number, image_bytes)).decode(),
-            }
-            broker.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name=ACTOR, args=(frame,), kwargs={}, options={}))
-        results = _await_results(broker, RESULT_STREAM, frames, started + timeout)
+            decision = producer.publish(
+                camera_id="demo-camera",
+                image=fake_image(number, image_bytes),
+                capabilities=[CAPABILITY],
+                width=64,
+                height=48,
+                format="raw",
+            )
+            routed += bool(decision.targets)
+        results = wait_for_results(client, RESULT_STREAM, frames, timeout)
         elapsed = time.time() - started
-        dead = len(broker.dead_letter_queue(QUEUE))
-        broker.close()
-    latencies = sorted((float(r[b"processed_at"]) - float(r[b"captured_at"])) * 1000 for r in results) or [0.0]
+        dead = len(producer.broker.dead_letter_queue(f"frames.ready.{PROCESSOR_ID}"))
+        producer.close()
+    latencies = sorted(_latency_ms(result) for result in results) or [0.0]
     return DemoSummary(
         frames_sent=frames,
+        routed=routed,
         results=len(results),
         seconds=elapsed,
         latency_ms_p50=statistics.median(latencies),
@@ -105,24 +112,19 @@ def run_demo(frames: int = 100, image_bytes: int = 1024, timeout: float = 60.0) 
     )
 
 
-def _await_consumer(broker: RedisStreamsBroker, deadline: float) -> None:
-    """Wait until the worker process reads the queue, so latency measures the pipeline, not its boot."""
-    stream = broker.keys_for(QUEUE).stream
-    broker.run_claim(broker.keys_for(QUEUE), "frameflow-demo", 0)  # creates the group
+def _await_registration(registry: ProcessorRegistry, deadline: float) -> None:
+    """Wait until the processor registered, so latency measures the pipeline, not its boot."""
     while time.time() < deadline:
-        if any(group["consumers"] for group in broker.client.xinfo_groups(stream)):
+        if registry.get(PROCESSOR_ID) is not None:
             return
         time.sleep(0.05)
 
 
-def _await_results(broker: RedisStreamsBroker, stream: str, expected: int, deadline: float) -> list[dict]:
-    results: list[dict] = []
-    last_id = "0"
-    while len(results) < expected and time.time() < deadline:
-        block_ms = max(1, int((deadline - time.time()) * 1000))
-        response = broker.client.xread({stream: last_id}, block=min(block_ms, 1000))
-        for _, entries in response or []:
-            for entry_id, fields in entries:
-                results.append(fields)
-                last_id = entry_id
-    return results
+def _latency_ms(result: dict[str, str]) -> float:
+    """Capture timestamp to result timestamp."""
+    try:
+        captured = datetime.fromisoformat(result["captured_at"])
+        published = datetime.fromisoformat(result["timestamp"])
+    except (KeyError, ValueError):
+        return 0.0
+    return (published - captured).total_seconds() * 1000

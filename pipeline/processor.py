@@ -329,6 +329,22 @@ class _Lifecycle(dramatiq.Middleware):
         self._thread.join(timeout=STOP_TIMEOUT_S)
 
 
+def serve_with_dramatiq(processor: ProcessorClient) -> bool:
+    """Attach ``processor`` when this process is a Dramatiq worker on our broker.
+
+    Call it at the bottom of a processor module: under
+    ``dramatiq pipeline.broker workers.x`` the global broker is a
+    :class:`RedisStreamsBroker` and the processor is attached to it; imported
+    anywhere else (a test, ``python -m workers.x``) nothing happens.
+    """
+    from dramatiq.broker import global_broker
+
+    if isinstance(global_broker, RedisStreamsBroker):
+        processor.attach(global_broker)
+        return True
+    return False
+
+
 def _resolve_redis_url(redis_url: str) -> str | None:
     """The seed's default URL yields to the environment (REDIS_URL, or REDIS_HOST/REDIS_PORT)."""
     if redis_url != SEED_DEFAULT_REDIS_URL:

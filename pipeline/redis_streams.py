@@ -174,12 +174,10 @@ class RedisStreamsBroker(Broker):
         """Append ``message`` to its queue's stream, or, with ``delay`` (ms), park it in
         the queue's delayed set until it is due."""
         router = self.router
-        if router is not None and not delay and message.options.get("capabilities"):
-            self.emit_before("enqueue", message, delay)
-            decision = router.route_message(self, message)
-            routed = message.copy(options={"routed_to": list(decision.targets), "parked": list(decision.parked)})
-            self.emit_after("enqueue", routed, delay)
-            return routed
+        if router is not None and not delay and "processor" not in message.options:
+            capabilities = self._capabilities_of(message)
+            if capabilities:
+                return self._route(router, message.copy(options={"capabilities": capabilities}))
         keys = self.keys_for(message.queue_name)
         self.emit_before("enqueue", message, delay)
         fields = encode_message(message)
@@ -195,6 +193,23 @@ class RedisStreamsBroker(Broker):
             raise ConnectionClosed(error) from None
         self.emit_after("enqueue", message, delay)
         return message
+
+    def _capabilities_of(self, message: Message) -> list[str]:
+        """The capabilities a message asks for: its own option, else its actor's."""
+        capabilities = message.options.get("capabilities")
+        if not capabilities and message.actor_name in self.actors:
+            capabilities = self.actors[message.actor_name].options.get("capabilities")
+        if isinstance(capabilities, str):
+            return [capabilities]
+        return list(capabilities or ())
+
+    def _route(self, router: Any, message: Message) -> Message:
+        """Hand a frame to the routing middleware, which writes one copy per chosen processor."""
+        self.emit_before("enqueue", message, None)
+        decision = router.route_message(self, message)
+        routed = message.copy(options={"routed_to": list(decision.targets), "parked": list(decision.parked)})
+        self.emit_after("enqueue", routed, None)
+        return routed
 
     def flush(self, queue_name: str) -> None:
         """Drop every message of ``queue_name``, ready and delayed (dead letters stay)."""

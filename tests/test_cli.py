@@ -23,11 +23,12 @@ def test_demo_moves_frames_through_a_worker_process(redis_url: str, redis_client
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    row = re.search(r"│\s+(\d+)\s+│\s+(\d+)\s+│", result.stdout)
+    row = re.search(r"│\s+(\d+)\s+│\s+(\d+)\s+│\s+(\d+)\s+│", result.stdout)
     assert row is not None, result.stdout
-    assert row.groups() == ("40", "40")
-    assert redis_client.xlen("demo:results") == 40
-    assert redis_client.xlen("frames:demo") == 0
+    assert row.groups() == ("40", "40", "40")
+    assert redis_client.xlen("samples:processed") == 40
+    assert redis_client.xlen("frames:ready:sample-1") == 0
+    assert redis_client.exists("frameflow:processor:sample-1") == 0  # deregistered on shutdown
 
 
 def test_redis_command_serves_until_sigterm_and_leaves_nothing(tmp_path) -> None:

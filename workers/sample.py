@@ -1,0 +1,61 @@
+"""The reference processor: no model, just the shape every processor has.
+Copy this file to write a new one.
+
+Run it the seed's way::
+
+    REDIS_URL=redis://127.0.0.1:6379/0 python -m workers.sample
+
+or as Dramatiq worker processes::
+
+    REDIS_URL=redis://127.0.0.1:6379/0 dramatiq pipeline.broker workers.sample -p 2
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import signal
+
+from pipeline import ProcessorClient
+from pipeline.processor import serve_with_dramatiq
+
+#: What the sample processor offers and where its results go.
+CAPABILITIES = ["sample"]
+RESULT_STREAM = "samples:processed"
+
+
+class SampleProcessor(ProcessorClient):
+    """Decodes each frame and reports its size and checksum."""
+
+    version = "1.0"
+
+    async def process_frame(self, frame_data: dict[bytes, bytes]) -> dict | None:
+        image = base64.b64decode(frame_data[b"image_data"], validate=True)
+        return {
+            "bytes": len(image),
+            "sha1": hashlib.sha1(image).hexdigest(),
+            "width": int(frame_data[b"width"]),
+            "height": int(frame_data[b"height"]),
+        }
+
+
+def build() -> SampleProcessor:
+    return SampleProcessor(
+        processor_id=os.environ.get("PROCESSOR_ID", "sample-1"),
+        capabilities=CAPABILITIES,
+        orchestrator_url=os.environ.get("ORCHESTRATOR_URL", ""),
+        capacity=int(os.environ.get("PROCESSOR_CAPACITY", "10")),
+        result_stream=RESULT_STREAM,
+        health_check_interval=float(os.environ.get("HEALTH_CHECK_INTERVAL", "5")),
+    )
+
+
+processor = build()
+serve_with_dramatiq(processor)
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, lambda *_: processor.stop())
+    signal.signal(signal.SIGTERM, lambda *_: processor.stop())
+    asyncio.run(processor.start())
