@@ -1,0 +1,48 @@
+"""Plain Dramatiq actors whose messages are frames are routed like FrameProducer's."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from middleware.routing import CapabilityRouter
+from pipeline import Frame, ProcessorInfo, ProcessorRegistry, RedisStreamsBroker
+
+
+def test_plain_actor_send_is_routed_by_capability(redis_url: str, redis_client) -> None:
+    broker = RedisStreamsBroker(redis_url, middleware=[CapabilityRouter(refresh_s=0)])
+    ProcessorRegistry(redis_client).register(
+        ProcessorInfo(
+            processor_id="face-1",
+            capabilities=("face_detection",),
+            capacity=4,
+            queue_name="frames.ready.face-1",
+            actor_name="process_frame.face-1",
+        ),
+        ttl_s=30,
+    )
+
+    @dramatiq.actor(broker=broker, capabilities=["face_detection"])
+    def camera_frame(frame: dict) -> None:
+        raise AssertionError("a routed frame never runs the producer-side actor")
+
+    frame = Frame(camera_id="porch", image=b"\xff\xd8jpeg", width=2, height=2)
+    sent = camera_frame.send(frame.fields())
+
+    assert sent.options["routed_to"] == ["face-1"]
+    assert redis_client.xlen("default") == 0
+    [(_, fields)] = redis_client.xrange("frames:ready:face-1")
+    assert fields[b"camera_id"] == b"porch"
+    assert fields[b"image_data"] == b"/9hqcGVn"
+    assert b'"actor_name":"process_frame.face-1"' in fields[b"message"]
+    broker.close()
+
+
+def test_actor_without_capabilities_is_not_routed(broker: RedisStreamsBroker, redis_client) -> None:
+    broker.add_middleware(CapabilityRouter(refresh_s=0))
+
+    @dramatiq.actor
+    def ordinary(value: int) -> None:
+        pass
+
+    ordinary.send(1)
+    assert redis_client.xlen("default") == 1
