@@ -69,9 +69,7 @@ class Frame:
 
     def validate(self, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
         if not isinstance(self.camera_id, str) or not _CAMERA_ID.match(self.camera_id):
-            raise FrameRejected(
-                f"bad camera_id {self.camera_id!r}: use 1-128 letters, digits, '.', '_', ':' or '-'"
-            )
+            raise FrameRejected(f"bad camera_id {self.camera_id!r}: use 1-128 letters, digits, '.', '_', ':' or '-'")
         if not isinstance(self.image, bytes | bytearray | memoryview) or len(self.image) == 0:
             raise FrameRejected("empty image: a frame needs image bytes")
         if len(self.image) > max_bytes:

@@ -183,10 +183,11 @@ class ProcessorClient:
     def _come_online(self) -> None:
         broker = self._ensure_broker()
         self._registry = ProcessorRegistry(broker.client, broker.namespace)
-        self._register()
         if self.health_port is not None:
+            # Before registering: the registry entry names the endpoint (and its chosen port).
             host = Settings.from_env().health_host
             self._health = HealthServer(self.health_report, self.health_port, host).start()
+        self._register()
         self._heartbeat = Heartbeat(self._beat, self.health_check_interval, self.processor_id)
         self._heartbeat.start()
         router = broker.router

@@ -106,9 +106,14 @@ class ResultReader:
                 for entry_id, fields in entries:
                     if unacked is not None:
                         self.client.xack(self.stream, self.group, unacked)
-                    unacked = entry_id
+                        unacked = None
                     if cursor != ">":
                         cursor = entry_id.decode()
+                    if not fields:
+                        # A pending entry deleted since (the stream was trimmed): nothing to hand over.
+                        self.client.xack(self.stream, self.group, entry_id)
+                        continue
+                    unacked = entry_id
                     yield {name.decode(): value.decode("utf-8", "replace") for name, value in fields.items()}
         finally:
             if unacked is not None:
