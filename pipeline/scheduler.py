@@ -134,7 +134,7 @@ class PipelineScheduler:
         minimum = f"{int(time.time() * 1000) - self.broker.dead_letter_ttl_ms}-0"
         trimmed = 0
         for key in self.broker.client.scan_iter(match=f"{self.broker.namespace}:dead:*", count=500):
-            trimmed += int(self.broker.client.xtrim(key, minid=minimum))
+            trimmed += int(self.broker.client.xtrim(key, minid=minimum, approximate=False))
         return trimmed
 
     # -- running ---------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""The scheduler's jobs, and ProcessorClient details the orchestrator tests leave out."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from middleware.routing import CapabilityRouter
+from pipeline import FrameProducer, ProcessorClient, RedisStreamsBroker
+from pipeline.processor import SEED_DEFAULT_REDIS_URL, _resolve_redis_url
+from pipeline.scheduler import PipelineScheduler
+from tests.processor_harness import publish, register_fake, running, wait_for
+
+
+@pytest.fixture
+def scheduler(redis_url: str, redis_client) -> PipelineScheduler:
+    broker = RedisStreamsBroker(redis_url, middleware=[CapabilityRouter(refresh_s=0)])
+    yield PipelineScheduler(broker, interval_s=0.5)
+    broker.close()
+
+
+def test_health_heartbeat_reports_processors_and_backlogs(
+    scheduler: PipelineScheduler, redis_url, redis_client
+) -> None:
+    register_fake(redis_client, "face-1", ("face_detection",))
+    producer = FrameProducer(redis_url)
+    for _ in range(3):
+        publish(producer, ["face_detection"])
+    scheduler.emit_health()
+    [(_, entry)] = redis_client.xrange("frameflow:health")
+    assert entry[b"processors_up"] == b"1"
+    assert entry[b"processors_down"] == b"0"
+    assert json.loads(entry[b"up"]) == ["face-1"]
+    assert json.loads(entry[b"backlog"]) == {"face-1": 3}
+    producer.close()
+
+
+def test_two_schedulers_never_reroute_the_same_backlog(scheduler: PipelineScheduler, redis_url, redis_client) -> None:
+    register_fake(redis_client, "gone", ("face_detection",))
+    producer = FrameProducer(redis_url, max_age_ms=60_000)
+    publish(producer, ["face_detection"])
+    redis_client.delete("frameflow:processor:gone")  # its registration expired
+    redis_client.set("frameflow:reaping:gone", "1")  # another scheduler holds the lock
+    assert scheduler.reap_dead() == {}
+    assert redis_client.xlen("frames:ready:gone") == 1
+    redis_client.delete("frameflow:reaping:gone")
+    register_fake(redis_client, "peer", ("face_detection",))
+    assert scheduler.reap_dead() == {"gone": 1}
+    assert redis_client.xlen("frames:ready:peer") == 1
+    assert scheduler.reap_dead() == {}  # forgotten: nothing to do twice
+    producer.close()
+
+
+def test_stale_frames_of_a_dead_processor_are_counted_not_rerouted(scheduler, redis_url, redis_client) -> None:
+    register_fake(redis_client, "gone", ("face_detection",))
+    register_fake(redis_client, "peer", ("object_detection",))
+    producer = FrameProducer(redis_url)
+    publish(producer, ["face_detection"], timestamp=time.time() - 60)
+    redis_client.delete("frameflow:processor:gone")
+    assert scheduler.reap_dead() == {"gone": 0}
+    assert redis_client.hget("frameflow:drops:{frames:ready:gone}", "stale") == b"1"
+    producer.close()
+
+
+def test_dead_letters_past_their_ttl_are_trimmed(scheduler: PipelineScheduler, redis_client) -> None:
+    old = int(time.time() * 1000) - scheduler.broker.dead_letter_ttl_ms - 60_000
+    redis_client.xadd("frameflow:dead:{default}", {"dead_reason": "old"}, id=f"{old}-0")
+    redis_client.xadd("frameflow:dead:{default}", {"dead_reason": "recent"})
+    assert scheduler.trim_dead_letters() == 1
+    assert [fields[b"dead_reason"] for _, fields in redis_client.xrange("frameflow:dead:{default}")] == [b"recent"]
+
+
+class PlainProcessor(ProcessorClient):
+    """process_frame may be a plain function, as the seed allows."""
+
+    def process_frame(self, frame_data: dict[bytes, bytes]) -> dict:  # type: ignore[override]
+        return {"size": len(frame_data[b"image_data"])}
+
+
+def test_a_plain_process_frame_works(redis_url: str, redis_client) -> None:
+    processor = PlainProcessor("plain-1", ["plain"], "unused", redis_url=redis_url, result_stream="plain:out")
+    processor.health_check_interval = 0.5
+    producer = FrameProducer(redis_url)
+    with running(processor, redis_client):
+        decision = publish(producer, ["plain"])
+        wait_for(lambda: redis_client.xlen("plain:out") == 1, what="the plain processor's result")
+    [(_, result)] = redis_client.xrange("plain:out")
+    assert result[b"frame_id"].decode() == decision.frame_id
+    assert int(result[b"size"]) > 0
+    producer.close()
+
+
+def test_the_seed_default_redis_url_yields_to_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://configured:6379/0")
+    assert _resolve_redis_url(SEED_DEFAULT_REDIS_URL) == "redis://configured:6379/0"
+    assert _resolve_redis_url("redis://explicit:6380/1") == "redis://explicit:6380/1"
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("REDIS_HOST", "redis")
+    monkeypatch.setenv("REDIS_PORT", "6390")
+    assert _resolve_redis_url(SEED_DEFAULT_REDIS_URL) == "redis://redis:6390"
