@@ -6,7 +6,6 @@ group, never holding more than its prefetch.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -64,8 +63,8 @@ class StreamConsumer(Consumer):
         self.prefetch = max(1, prefetch)
         self.timeout = max(1, int(timeout))
         self._cache: deque[tuple[bytes, dict[bytes, bytes]]] = deque()
-        self._held: set[bytes] = set()
-        self._slot_freed = threading.Condition()
+        # Shared with this process's earlier and later consumers of the queue (see held_entries).
+        self._held, self._slot_freed = broker.held_entries(queue_name)
         self._next_housekeeping = 0.0
         self._next_due_ms: float | None = None
         self._due_hint_ms: float | None = None
@@ -128,6 +127,7 @@ class StreamConsumer(Consumer):
         try:
             self._requeue(cached)
         except ConnectionClosed:
+            self.forget(cached)  # stop renewing them, so that they do lapse
             logger.warning("Could not requeue %d prefetched message(s); their leases will lapse.", len(cached))
 
     def __next__(self) -> StreamMessageProxy | None:

@@ -124,6 +124,7 @@ class RedisStreamsBroker(Broker):
         self._failures_lock = threading.Lock()
         self._instance = uuid.uuid4().hex[:8]
         self._consumers: dict[str, weakref.WeakSet[StreamConsumer]] = {}
+        self._held_entries: dict[str, tuple[set[bytes], threading.Condition]] = {}
 
     def __repr__(self) -> str:
         return f"<RedisStreamsBroker {self.url} namespace={self.namespace!r}>"
@@ -146,6 +147,16 @@ class RedisStreamsBroker(Broker):
         consumer = StreamConsumer(self, queue_name, prefetch, timeout)
         self._consumers.setdefault(queue_name, weakref.WeakSet()).add(consumer)
         return consumer
+
+    def held_entries(self, queue_name: str) -> tuple[set[bytes], threading.Condition]:
+        """The entries of ``queue_name`` this process holds, and the condition that guards them.
+
+        Shared by every consumer of the queue in this process: after a connection error
+        Dramatiq closes its consumer and consumes anew while the messages already handed
+        to worker threads keep running, so their leases must go on being renewed, and
+        their acks (through the new consumer) must free its prefetch slots.
+        """
+        return self._held_entries.setdefault(queue_name, (set(), threading.Condition()))
 
     def declare_queue(self, queue_name: str) -> None:
         if queue_name in self.queues:

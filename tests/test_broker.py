@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import threading
 import time
+import weakref
 
 import dramatiq
 import pytest
@@ -64,6 +67,26 @@ def test_delayed_message_runs_once_due(broker, worker) -> None:
     broker.join(later.queue_name, timeout=5000)
 
 
+def test_short_delays_enqueued_by_this_process_run_on_time(broker, worker) -> None:
+    # The worker's consumer is told when a delayed message of this process falls due,
+    # instead of finding it at its next housekeeping pass (up to 250 ms late).
+    ran_at: list[float] = []
+
+    @dramatiq.actor
+    def later():
+        ran_at.append(time.monotonic())
+
+    late_by = []
+    for _ in range(5):
+        sent_at = time.monotonic()
+        later.send_with_options(delay=100)
+        broker.join(later.queue_name, timeout=5000)
+        worker.join()
+        late_by.append(ran_at[-1] - sent_at - 0.1)
+    assert min(late_by) >= 0
+    assert max(late_by) < 0.1, late_by  # without the hint: up to 0.25 s
+
+
 def test_failed_message_is_dead_lettered_with_its_reason(broker, worker) -> None:
     @dramatiq.actor(max_retries=0)
     def explode():
@@ -75,6 +98,28 @@ def test_failed_message_is_dead_lettered_with_its_reason(broker, worker) -> None
     letters = broker.dead_letter_queue("default").list()
     assert [letter.reason for letter in letters] == ["RuntimeError: camera unplugged"]
     assert letters[0].message is not None and letters[0].message.actor_name == "explode"
+
+
+def test_failed_actors_exception_is_not_kept_alive_by_the_broker(broker, worker, caplog) -> None:
+    caplog.set_level(logging.CRITICAL)  # captured log records would hold the exception
+    alive: list[weakref.ref[BaseException]] = []
+
+    class Unplugged(Exception):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)
+            alive.append(weakref.ref(self))
+
+    @dramatiq.actor(max_retries=0)
+    def explode():
+        raise Unplugged("camera unplugged")
+
+    explode.send()
+    with pytest.raises(Unplugged, match="camera unplugged"):  # a copy of it: same type and text
+        broker.join(explode.queue_name)
+    worker.join()
+    gc.collect()
+    assert len(alive) == 1
+    assert alive[0]() is None, "the broker keeps the actor's exception (and its traceback's frames) alive"
 
 
 def test_join_fail_fast_false_ignores_dead_letters(broker, worker) -> None:
