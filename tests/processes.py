@@ -23,12 +23,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import redis
+
+from tests.polling import wait_until as wait_until  # re-exported for the process tests
 
 #: The repository root: worker processes run there so ``tests.some_actors`` imports.
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,26 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The queue (and stream) the test actors use.
 QUEUE = "default"
 GROUP = "workers"
-
-T = TypeVar("T")
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    what: str | Callable[[], str] = "the condition",
-    interval: float = 0.02,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            description = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {description}")
-        time.sleep(interval)
 
 
 # -- processes seen through /proc ------------------------------------------------------------

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -18,6 +17,7 @@ import redis
 
 from pipeline import FrameProducer, ProcessorClient, ProcessorInfo, ProcessorRegistry
 from pipeline.keys import queue_keys
+from tests.polling import wait_until
 
 T = TypeVar("T")
 
@@ -26,15 +26,8 @@ IMAGE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
 
 
 def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
-    """Poll ``condition`` until it returns something truthy; return it, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition!r}")
-        time.sleep(interval)
+    """:func:`tests.polling.wait_until` with the keyword style these tests use."""
+    return wait_until(condition, timeout, what or repr(condition), interval)
 
 
 class RecordingProcessor(ProcessorClient):

@@ -15,16 +15,9 @@ import redis
 from middleware.routing import CapabilityRouter
 from pipeline import FrameProducer, ProcessorRegistry, RedisStreamsBroker
 from pipeline.scheduler import PipelineScheduler
+from tests.polling import wait_until
 
 HEARTBEAT_S = 0.5
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
