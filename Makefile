@@ -4,16 +4,27 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint suite clean
+.PHONY: run up demo test lint suite clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev,ml]'
 	touch $(STAMP)
 
-## run: the pipeline end to end on the embedded Redis (REDIS_URL to use another)
+## run: the Procfile end to end (embedded Redis on a free port, scheduler, sample processor,
+##      synthetic camera, result follower) until 100 results arrived, then everything stops
 run: $(STAMP)
+	@printf 'REDIS_PORT=%s\nCAMERA_FPS=25\nRESULTS_LIMIT=100\n' \
+	  "$$($(VENV)/bin/python -c 'from pipeline.embedded import free_port; print(free_port())')" > $(VENV)/run.env
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -e .env,$(VENV)/run.env
+
+## up: the Procfile with the settings of .env (Redis on 6379), until Ctrl-C
+up: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start
+
+## demo: one worker process, 200 frames, a summary table (frameflow demo)
+demo: $(STAMP)
 	$(VENV)/bin/frameflow demo
 
 ## test: lint, the whole test suite, then Dramatiq's own suite against our broker
@@ -21,6 +32,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 	$(VENV)/bin/python scripts/dramatiq_suite.py
+	@if command -v redis-server >/dev/null; then \
+		echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"; \
+		FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) $(VENV)/bin/python -m pytest -q \
+			tests/test_broker.py tests/test_broker_processes.py tests/test_routing.py tests/test_registry.py; \
+	else \
+		echo "No redis-server on PATH: the second pass on Redis 7 was not run (apt-get install redis-server)."; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from dramatiq.middleware import Middleware, SkipMessage
+from opentelemetry import trace
 
 from pipeline.frames import FRAME_OPTION, is_stale
 
@@ -40,6 +41,10 @@ class FrameFreshness(Middleware):
             if keys is not None:
                 broker.client.hincrby(keys(message.queue_name).drops, "stale", 1)  # type: ignore[attr-defined]
             logger.info("Skipping stale frame on %s (max age %s ms).", message.queue_name, options["max_age_ms"])
+            # On the delivery's span, when tracing (a no-op otherwise): why this frame went no further.
+            trace.get_current_span().add_event(
+                "frame dropped", {"frameflow.reason": "stale", "frameflow.max_age_ms": int(options["max_age_ms"])}
+            )
             raise SkipMessage("stale frame")
 
 

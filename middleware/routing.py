@@ -20,6 +20,8 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -27,9 +29,9 @@ from dramatiq.middleware import Middleware
 
 from pipeline.errors import MalformedEntry
 from pipeline.frames import FRAME_OPTION, IMAGE_REF_FIELD, is_stale, now_ms
-from pipeline.keys import image_key, parked_key, probe_key
+from pipeline.keys import counts_key, image_key, parked_counts_key, parked_key, probe_key
 from pipeline.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
-from pipeline.wire import decode_entry, encode_message
+from pipeline.wire import decode_entry, encode_frame
 
 if TYPE_CHECKING:
     from pipeline.redis_streams import RedisStreamsBroker
@@ -49,6 +51,17 @@ class RoutingDecision:
     parked: tuple[str, ...] = ()
     reason: str | None = None
     dropped: int = 0
+
+
+@dataclasses.dataclass
+class _Plan:
+    """One frame of a routed batch: where it goes, and which replies say whether it got there."""
+
+    frame_id: str
+    targets: list[ProcessorInfo]
+    unserved: list[str]
+    reason: str | None = None
+    enqueue_replies: list[int] = dataclasses.field(default_factory=list)
 
 
 class CapabilityRouter(Middleware):
@@ -114,59 +127,94 @@ class CapabilityRouter(Middleware):
     # -- routing --------------------------------------------------------------------------
     def route_message(self, broker: RedisStreamsBroker, message: dramatiq.Message) -> RoutingDecision:
         """Send ``message`` (a frame) to the processors that serve its capabilities."""
+        return self.route_many(broker, [message])[0]
+
+    def route_many(self, broker: RedisStreamsBroker, messages: Sequence[dramatiq.Message]) -> list[RoutingDecision]:
+        """Route frames in one round trip: every copy, stored image and count of all of them
+        in one pipeline. Frames are balanced as if routed one by one (each adds to its
+        processors' load estimate before the next is placed)."""
+        processors, load = self._snapshot(broker)
+        commands: list[tuple[Any, ...]] = []
+        plans = [self._plan(broker, message, processors, load, commands) for message in messages]
+        routed: Counter[str] = Counter(info.queue_name for plan in plans for info in plan.targets)
+        parked: Counter[str] = Counter(capability for plan in plans for capability in plan.unserved)
+        # Counted for the scheduler's /metrics, in the same round trip.
+        commands += [("HINCRBY", counts_key(broker.namespace, name), "routed", n) for name, n in routed.items()]
+        commands += [("HINCRBY", parked_counts_key(broker.namespace), name, n) for name, n in parked.items()]
+        script = broker.scripts["enqueue_bounded"]
+        replies = broker.direct.execute_many(commands, scripts={script.sha: script})
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        decisions = []
+        for plan in plans:
+            dropped = sum(1 for index in plan.enqueue_replies if replies[index] is None)
+            if plan.unserved:
+                logger.info("Frame %s parked: %s.", plan.frame_id, plan.reason)
+            decisions.append(
+                RoutingDecision(
+                    frame_id=plan.frame_id,
+                    targets=tuple(info.processor_id for info in plan.targets),
+                    parked=tuple(plan.unserved),
+                    reason=plan.reason,
+                    dropped=dropped,
+                )
+            )
+        return decisions
+
+    def _plan(
+        self,
+        broker: RedisStreamsBroker,
+        message: dramatiq.Message,
+        processors: list[ProcessorInfo],
+        load: dict[str, float],
+        commands: list[tuple[Any, ...]],
+    ) -> _Plan:
+        """Choose where one frame goes and append the commands that put it there."""
         capabilities = list(message.options.get("capabilities") or ())
         frame = dict(message.args[0]) if message.args and isinstance(message.args[0], dict) else {}
         frame_id = frame.get("frame_id") or message.message_id
-        processors, load = self._snapshot(broker)
         targets, unserved = self._choose(broker, capabilities, processors, load)
+        with self._lock:
+            for info in targets:
+                self._load[info.processor_id] = self._load.get(info.processor_id, 0.0) + 1 / max(1, info.capacity)
         options = {
             FRAME_OPTION: True,
             "captured_at_ms": message.options.get("captured_at_ms") or now_ms(),
             "max_age_ms": message.options.get("max_age_ms") or self.default_max_age_ms,
         }
         image_data = frame.get("image_data", "")
-        claim_check = bool(image_data) and (len(targets) + len(unserved) > 1 or len(image_data) > INLINE_IMAGE_LIMIT)
-        pipe = broker.client.pipeline(transaction=False)
-        if claim_check:
+        if image_data and (len(targets) + len(unserved) > 1 or len(image_data) > INLINE_IMAGE_LIMIT):
             key = image_key(broker.namespace, frame_id)
-            pipe.set(key, image_data, px=int(self.image_ttl_s * 1000))
+            commands.append(("SET", key, image_data, "PX", int(self.image_ttl_s * 1000)))
             frame.pop("image_data")
             frame[IMAGE_REF_FIELD] = key
+        plan = _Plan(frame_id, targets, unserved)
         script = broker.scripts["enqueue_bounded"]
         for info in targets:
             served = [capability for capability in capabilities if capability in info.capabilities]
-            copy = message.copy(
+            fields = encode_frame(
+                message,
+                frame,
                 queue_name=info.queue_name,
                 actor_name=info.actor_name,
-                args=(frame,),
                 # Each copy names only what its processor serves, so re-routing it
                 # (its processor died) never duplicates work other processors have.
-                options={**options, "capabilities": served, "processor": info.processor_id},
+                options={**message.options, **options, "capabilities": served, "processor": info.processor_id},
             )
-            fields = encode_message(copy)
             keys = broker.keys_for(info.queue_name)
-            flat = [item for pair in fields.items() for item in pair]
-            script(keys=list(keys), args=[info.queue_bound, info.overflow, *flat], client=pipe)
-        reason = None
+            flat = _flatten(fields)
+            plan.enqueue_replies.append(len(commands))
+            if info.queue_bound > 0:
+                commands.append(("EVALSHA", script.sha, len(keys), *keys, info.queue_bound, info.overflow, *flat))
+            else:
+                commands.append(("XADD", keys.stream, "*", *flat))  # unbounded: nothing to check first
         for capability in unserved:
-            reason = f"no live processor for capability {capability!r}"
-            copy = message.copy(args=(frame,), options={**options, "capabilities": [capability]})
-            fields = {**encode_message(copy), "parked_reason": reason.encode()}
-            pipe.xadd(parked_key(broker.namespace, capability), fields)  # type: ignore[arg-type]
-        replies = pipe.execute()
-        dropped = sum(1 for reply in replies[int(claim_check) : int(claim_check) + len(targets)] if reply is None)
-        with self._lock:
-            for info in targets:
-                self._load[info.processor_id] = self._load.get(info.processor_id, 0.0) + 1 / max(1, info.capacity)
-        if unserved:
-            logger.info("Frame %s parked: %s.", frame_id, reason)
-        return RoutingDecision(
-            frame_id=frame_id,
-            targets=tuple(info.processor_id for info in targets),
-            parked=tuple(unserved),
-            reason=reason,
-            dropped=dropped,
-        )
+            plan.reason = parked_reason(capability)
+            fields = encode_frame(message, frame, options={**message.options, **options, "capabilities": [capability]})
+            fields["parked_reason"] = plan.reason.encode()
+            commands.append(("XADD", parked_key(broker.namespace, capability), "*", *_flatten(fields)))
+        return plan
 
     def _choose(
         self,
@@ -188,9 +236,17 @@ class CapabilityRouter(Middleware):
             if not candidates:
                 unserved.append(capability)
                 continue
-            best = min(
-                candidates,
-                key=lambda info: (load.get(info.processor_id, 0.0), -_covers(info, capabilities), info.processor_id),
+            best = (
+                candidates[0]
+                if len(candidates) == 1
+                else min(
+                    candidates,
+                    key=lambda info: (
+                        load.get(info.processor_id, 0.0),
+                        -_covers(info, capabilities),
+                        info.processor_id,
+                    ),
+                )
             )
             chosen.append(best)
         return chosen, unserved
@@ -224,6 +280,15 @@ class CapabilityRouter(Middleware):
                     routed += 1 if decision.targets else 0
                 broker.client.xdel(key, entry_id)
         return routed, dropped
+
+
+def parked_reason(capability: str) -> str:
+    """Why a frame was parked for ``capability`` (stored with it, and on its send span)."""
+    return f"no live processor for capability {capability!r}"
+
+
+def _flatten(fields: dict[str, Any]) -> list[Any]:
+    return [item for pair in fields.items() for item in pair]
 
 
 def _covers(info: ProcessorInfo, capabilities: list[str]) -> int:

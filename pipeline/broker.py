@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import dramatiq
 
+from middleware.observability import add_observability
+
 from .redis_streams import RedisStreamsBroker
 
 broker = RedisStreamsBroker()
+# Traces (when OTEL_* asks for them), per-message metrics and log lines that name their frame,
+# for every actor of the process, frameflow's processors or not.
+add_observability(broker)
 dramatiq.set_broker(broker)
 
 __all__ = ["broker"]

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 #: Upper bound on how long lapsed leases and due delayed messages wait for a busy consumer to look.
 HOUSEKEEPING_INTERVAL_S = 0.25
 
+#: How long ``close`` waits for pending acks to be written.
+ACK_FLUSH_TIMEOUT_S = 5.0
+
 
 class StreamMessageProxy(MessageProxy):
     """A delivered message, remembering the stream entry it came from."""
@@ -34,6 +37,8 @@ class StreamMessageProxy(MessageProxy):
     def __init__(self, message, entry_id: bytes) -> None:
         super().__init__(message)
         self.entry_id = entry_id
+        #: Commands to run with its ack (``RedisStreamsBroker.write_with_ack``).
+        self.deferred: list[tuple] = []
 
 
 def describe_failure(message: MessageProxy) -> str:
@@ -63,8 +68,9 @@ class StreamConsumer(Consumer):
         self.prefetch = max(1, prefetch)
         self.timeout = max(1, int(timeout))
         self._cache: deque[tuple[bytes, dict[bytes, bytes]]] = deque()
-        # Shared with this process's earlier and later consumers of the queue (see held_entries).
-        self._held, self._slot_freed = broker.held_entries(queue_name)
+        # Shared with this process's earlier and later consumers of the queue (see HeldEntries).
+        self._held = broker.held_entries(queue_name)
+        self._acks = broker.ack_batcher(queue_name)
         self._next_housekeeping = 0.0
         self._next_due_ms: float | None = None
         self._due_hint_ms: float | None = None
@@ -73,37 +79,46 @@ class StreamConsumer(Consumer):
 
     # -- lease holder ------------------------------------------------------------------------
     def held_ids(self) -> list[bytes]:
-        with self._slot_freed:
-            return list(self._held)
+        return self._held.snapshot()
 
     def forget(self, entry_ids: Iterable[bytes]) -> None:
-        with self._slot_freed:
-            self._held.difference_update(entry_ids)
-            self._slot_freed.notify_all()
+        self._held.forget(entry_ids)
 
     def expect_due(self, eta_ms: float) -> None:
         """A delayed message of this queue, enqueued by this process, falls due at ``eta_ms``
         (epoch ms): promote it then rather than at the next housekeeping pass."""
-        with self._slot_freed:
+        with self._held.changed:
             if self._due_hint_ms is None or eta_ms < self._due_hint_ms:
                 self._due_hint_ms = eta_ms
 
     # -- Consumer API ------------------------------------------------------------------------
     def ack(self, message: StreamMessageProxy) -> None:  # type: ignore[override]
-        try:
-            self.broker.acknowledge(self.keys, [message.entry_id])
-        except TRANSIENT_ERRORS as error:
-            raise ConnectionClosed(error) from None
-        self.forget([message.entry_id])
+        """Hand the ack to the queue's batcher, which writes it with others in one transaction
+        (:mod:`pipeline.acks`); the entry stays held, its lease renewed, until then.
+
+        On a worker thread (one that processes messages) this returns at once: a worker that
+        dies before the write only leaves its messages to be delivered again. Anywhere else
+        (tools, a consumer driven by hand) it returns once the ack is written, as Dramatiq's
+        brokers do, and raises ConnectionClosed if that takes longer than ACK_FLUSH_TIMEOUT_S.
+        """
+        self._held.acked()
+        self._acks.submit(message.entry_id, message.deferred)
+        if not self.broker.on_worker_thread() and not self._acks.flush(ACK_FLUSH_TIMEOUT_S):
+            raise ConnectionClosed(TimeoutError(f"the ack of {message.entry_id.decode()} is not written yet"))
+
+    def flush_acks(self, timeout: float | None = None) -> bool:
+        """Wait until the acks handed over so far are written; False on timeout."""
+        return self._acks.flush(timeout)
 
     def nack(self, message: StreamMessageProxy) -> None:  # type: ignore[override]
         reason = describe_failure(message)
+        if message._exception is not None:
+            # Before the dead letter exists: a join that sees it must find the original exception.
+            self.broker.remember_failure(message.message_id, message._exception)
         try:
             self.broker.dead_letter(self.keys, message.entry_id, reason, encode_envelope(message._message))
         except TRANSIENT_ERRORS as error:
             raise ConnectionClosed(error) from None
-        if message._exception is not None:
-            self.broker.remember_failure(message.message_id, message._exception)
         self.forget([message.entry_id])
 
     def requeue(self, messages: Iterable[StreamMessageProxy]) -> None:  # type: ignore[override]
@@ -121,7 +136,9 @@ class StreamConsumer(Consumer):
         self.forget(entry_ids)
 
     def close(self) -> None:
-        """Hand back what was fetched but never handed to the worker."""
+        """Hand back what was fetched but never handed to the worker, and write the pending acks."""
+        if not self._acks.flush(ACK_FLUSH_TIMEOUT_S):
+            logger.warning("%d ack(s) on %s not written yet; still trying.", self._acks.pending, self.stream)
         cached = [entry_id for entry_id, _ in self._cache]
         self._cache.clear()
         try:
@@ -146,18 +163,14 @@ class StreamConsumer(Consumer):
                 entries = self._fetch(free)
                 if not entries:
                     return None
-                with self._slot_freed:
-                    self._held.update(entry_id for entry_id, _ in entries)
+                self._held.add(entry_id for entry_id, _ in entries)
                 self._cache.extend(entries)
         except TRANSIENT_ERRORS as error:
             raise ConnectionClosed(error) from None
 
     # -- internals ---------------------------------------------------------------------------
     def _wait_for_slots(self) -> int:
-        with self._slot_freed:
-            if len(self._held) >= self.prefetch:
-                self._slot_freed.wait(self.timeout / 1000)
-            return self.prefetch - len(self._held)
+        return self._held.wait_for_slots(self.prefetch, self.timeout / 1000)
 
     def _reject_malformed(self, entry_id: bytes, reason: str) -> None:
         logger.error("Dead-lettering malformed entry %s on %s: %s", entry_id.decode(), self.stream, reason)
@@ -178,9 +191,10 @@ class StreamConsumer(Consumer):
         if next_due is not None:
             block_ms = int(min(block_ms, max(1, next_due - now_ms)))
         try:
-            response = self.broker.client.xreadgroup(
-                self.broker.group, self.consumer_name, {self.stream: ">"}, count=count, block=block_ms
-            )
+            response = self.broker.direct.execute(
+                "XREADGROUP", "GROUP", self.broker.group, self.consumer_name,
+                "COUNT", count, "BLOCK", block_ms, "STREAMS", self.stream, ">",
+            )  # fmt: skip
         except ResponseError as error:
             if "NOGROUP" not in str(error):
                 raise
@@ -188,7 +202,9 @@ class StreamConsumer(Consumer):
             return []
         if not response:
             return []
-        return [(entry_id, fields) for entry_id, fields in response[0][1] if fields is not None]
+        # RESP2: [[stream, entries]]; RESP3: {stream: entries}. An entry is [id, [field, value, ...]].
+        entries = next(iter(response.values())) if isinstance(response, dict) else response[0][1]
+        return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in entries if flat]
 
     def _next_due(self) -> float | None:
         """When the next delayed message falls due (epoch ms), as far as this consumer knows."""
@@ -198,7 +214,7 @@ class StreamConsumer(Consumer):
         return hint
 
     def _housekeeping(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        with self._slot_freed:
+        with self._held.changed:
             self._due_hint_ms = None  # hints given before the script runs are in its answer
         claimed, next_due, poisoned = self.broker.run_claim(self.keys, self.consumer_name, count)
         if not self._visible:

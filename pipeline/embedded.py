@@ -62,6 +62,9 @@ class EmbeddedRedis:
       appendonly: turn on AOF persistence (in ``data_dir``).
       data_dir: where the server keeps its files (default: a temporary folder removed on stop).
       extra_args: more ``redis-server`` arguments, e.g. ``["--requirepass", "s3cret"]``.
+      new_session: run the server in a session of its own, so signals sent to the owner's
+        process group (a terminal's Ctrl-C, honcho's SIGTERM) reach the owner only, which
+        then stops the server when it chooses (``frameflow redis``: after its clients left).
 
     Note: the kernel's parent-death signal follows the *thread* that started
     the server, so start it from a thread that lives as long as you need it.
@@ -75,6 +78,7 @@ class EmbeddedRedis:
         appendonly: bool = False,
         data_dir: str | None = None,
         extra_args: list[str] | None = None,
+        new_session: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.binary = binary or os.environ.get("FRAMEFLOW_REDIS_SERVER") or bundled_server_binary()
@@ -82,6 +86,7 @@ class EmbeddedRedis:
         self._owns_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="frameflow-redis-")
         self.extra_args = list(extra_args or [])
+        self.new_session = new_session
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -108,7 +113,11 @@ class EmbeddedRedis:
             return self
         log = open(os.path.join(self.data_dir, "redis.log"), "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            self.command_line(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            self.command_line(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            start_new_session=self.new_session,
         )
         log.close()
         atexit.register(self.stop)

@@ -42,3 +42,49 @@ class DeadLettered(FrameflowError):
 
 class EmbeddedRedisError(FrameflowError):
     """The embedded Redis server could not be started."""
+
+
+class RedisUnreachable(FrameflowError):
+    """Redis did not answer (or refused the credentials); the message shows the URL with its password masked."""
+
+
+class UnknownProcessor(FrameflowError, LookupError):
+    """No processor with that id is registered."""
+
+
+class UnknownQueue(FrameflowError, LookupError):
+    """No queue of that name holds messages, delayed messages or dead letters."""
+
+
+class SourceError(FrameflowError):
+    """A frame source cannot be read: a missing path, an empty folder, a file that is not a video."""
+
+
+class UnprocessableFrame(FrameflowError):
+    """A frame no retry can help: its image cannot be decoded, a field it needs is missing.
+
+    Raised by a processor for one frame (or returned for it from ``process_batch``), it
+    dead-letters that frame at once with the reason, without retries, and does not count
+    against the processor's circuit breaker: the frame is at fault, not the processor.
+    """
+
+
+class ImageDecodeError(UnprocessableFrame, ValueError):
+    """A frame's image could not be decoded; the message names the frame, its format and the cause."""
+
+
+class BatchFailed(FrameflowError):
+    """``process_batch`` raised, or returned the wrong number of outcomes: each frame of that batch
+    fails with this error (retried as usual), its ``__cause__`` being the original exception."""
+
+
+class WeightsMissing(FrameflowError):
+    """A processor's model weights are not where it looks; the message says what to run or set."""
+
+
+class UnknownDeadLetter(FrameflowError, LookupError):
+    """No dead letter with that entry id in the queue."""
+
+
+class ProcessorLoadError(FrameflowError):
+    """``frameflow worker MODULE[:CLASS]`` names nothing that builds a processor."""

@@ -83,7 +83,8 @@ class Frame:
         if not isinstance(self.metadata, dict):
             raise FrameRejected(f"metadata must be a dict, not {type(self.metadata).__name__}")
         try:
-            json.dumps(self.metadata)
+            if self.metadata:
+                json.dumps(self.metadata)
         except (TypeError, ValueError) as error:
             raise FrameRejected(f"metadata is not JSON-serialisable: {error}") from None
         if self.timestamp.tzinfo is None:
@@ -103,14 +104,29 @@ class Frame:
             "width": str(self.width),
             "height": str(self.height),
             "format": self.format,
-            "metadata": json.dumps(self.metadata, separators=(",", ":")),
-            "trace_context": json.dumps(self.trace_context, separators=(",", ":")),
+            "metadata": _compact_json(self.metadata),
+            "trace_context": _compact_json(self.trace_context),
         }
         if image_ref is None:
             fields["image_data"] = base64.b64encode(bytes(self.image)).decode("ascii")
         else:
             fields[IMAGE_REF_FIELD] = image_ref
         return fields
+
+
+def frame_of(message: Any) -> dict[str, str] | None:
+    """A frame message's fields (its first argument, a dict), or ``None`` for any other message.
+
+    A message is a frame once routed (option ``frame``) or while it asks for capabilities.
+    """
+    options, args = message.options, message.args
+    if (options.get(FRAME_OPTION) or options.get("capabilities")) and args and isinstance(args[0], dict):
+        return args[0]
+    return None
+
+
+def _compact_json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":")) if value else "{}"
 
 
 def now_ms() -> int:

@@ -64,6 +64,22 @@ def queue_keys(namespace: str, queue_name: str) -> QueueKeys:
     )
 
 
+def counts_key(namespace: str, queue_name: str) -> str:
+    """Hash of what happened to a processor queue's frames that only Redis sees from every
+    producer (field ``routed``); the scheduler's ``/metrics`` reports it."""
+    return f"{namespace}:counts:{{{stream_key(queue_name)}}}"
+
+
+def parked_counts_key(namespace: str) -> str:
+    """Hash of frames ever parked, one field per capability."""
+    return f"{namespace}:counts:parked"
+
+
+def parked_drops_key(namespace: str) -> str:
+    """Hash of parked frames dropped before any capable processor came (field ``stale``)."""
+    return f"{namespace}:drops:parked"
+
+
 def parked_key(namespace: str, capability: str) -> str:
     """The stream where frames wait for a processor with ``capability``."""
     return f"{namespace}:parked:{{{capability}}}"

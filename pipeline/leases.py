@@ -36,6 +36,71 @@ logger = logging.getLogger(__name__)
 RENEW_CHUNK = 500
 
 
+class HeldEntries:
+    """The entries of one queue this process holds: delivered here, not yet acked, nacked or
+    handed back. The :class:`LeaseKeeper` renews their leases.
+
+    Shared by the process's successive consumers of the queue: after a connection error
+    Dramatiq closes its consumer and consumes anew while the messages already handed to
+    worker threads keep running, so their leases must go on being renewed, and their acks
+    (through the new consumer) must free its prefetch slots.
+
+    An entry whose ack is submitted but not written yet (:mod:`pipeline.acks`) stays held
+    (its lease renewed) until the write, but no longer counts against the prefetch: its
+    work is done, so the consumer may fetch in its place while the ack is on its way (up
+    to twice its prefetch held in all, however slow the acks are).
+    """
+
+    def __init__(self) -> None:
+        self.ids: set[bytes] = set()
+        self.changed = threading.Condition()
+        self._acked = 0
+        self._waiters = 0
+
+    def snapshot(self) -> list[bytes]:
+        with self.changed:
+            return list(self.ids)
+
+    def add(self, entry_ids: Iterable[bytes]) -> None:
+        with self.changed:
+            self.ids.update(entry_ids)
+
+    def forget(self, entry_ids: Iterable[bytes]) -> None:
+        """Entries nacked, handed back or given up: no longer held."""
+        with self.changed:
+            self.ids.difference_update(entry_ids)
+            self.changed.notify_all()
+
+    def acked(self) -> None:
+        """One held entry's ack was submitted: its slot may be refilled."""
+        with self.changed:
+            self._acked += 1
+            if self._waiters:
+                self.changed.notify_all()
+
+    def release_acked(self, entry_ids: list[bytes]) -> None:
+        """The acks of these entries were written (or given up): no longer held."""
+        with self.changed:
+            self.ids.difference_update(entry_ids)
+            self._acked -= len(entry_ids)
+            self.changed.notify_all()
+
+    def wait_for_slots(self, prefetch: int, timeout_s: float) -> int:
+        """How many more entries a consumer with ``prefetch`` may fetch, waiting up to
+        ``timeout_s`` for one slot when there is none."""
+        with self.changed:
+            if self._free(prefetch) <= 0:
+                self._waiters += 1
+                try:
+                    self.changed.wait(timeout_s)
+                finally:
+                    self._waiters -= 1
+            return self._free(prefetch)
+
+    def _free(self, prefetch: int) -> int:
+        return min(prefetch - (len(self.ids) - self._acked), 2 * prefetch - len(self.ids))
+
+
 class LeaseHolder(Protocol):
     """What the keeper needs from a consumer."""
 

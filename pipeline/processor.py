@@ -34,10 +34,12 @@ from dramatiq.middleware import SkipMessage
 
 from middleware.breaker import CircuitBreaker
 from middleware.freshness import FrameFreshness
+from middleware.observability import add_observability
 from middleware.routing import CapabilityRouter
 
+from .batching import FrameBatcher, overrides
 from .connection import connect
-from .errors import FrameflowError
+from .errors import FrameflowError, UnprocessableFrame
 from .frames import IMAGE_REF_FIELD
 from .health import HealthServer
 from .heartbeat import MISSED_BEATS, Heartbeat
@@ -47,6 +49,7 @@ from .redis_streams import RedisStreamsBroker
 from .registry import ProcessorInfo, ProcessorRegistry
 from .results import result_fields
 from .settings import Settings
+from .telemetry import current_trace_context
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +61,15 @@ STOP_TIMEOUT_S = 30.0
 
 
 class ProcessorClient:
-    """Base class of a frame processor. Implement :meth:`process_frame` (async or plain).
+    """Base class of a frame processor. Implement :meth:`process_frame` (async or plain),
+    or :meth:`process_batch` to receive frames in micro-batches (``pipeline/batching.py``).
 
     Parameters are the seed's; see the module docstring for ``orchestrator_url``.
     Class attributes a subclass may set: ``version``, ``queue_bound`` (frames
     waiting at most; 0 for none), ``overflow`` (``"drop_oldest"`` or
-    ``"reject_newest"``), ``max_retries``, ``max_age_ms``.
+    ``"reject_newest"``), ``max_retries``, ``max_age_ms``, and for batching
+    ``max_batch`` (frames per call at most, and never more than ``capacity``) and
+    ``max_wait_ms`` (how long the first frame of a batch waits for others).
     """
 
     version: str = "0"
@@ -71,6 +77,8 @@ class ProcessorClient:
     overflow: str = "drop_oldest"
     max_retries: int = 2
     max_age_ms: int | None = None
+    max_batch: int = 8
+    max_wait_ms: float = 10.0
 
     def __init__(
         self,
@@ -111,12 +119,29 @@ class ProcessorClient:
         self._health: HealthServer | None = None
         self._registry: ProcessorRegistry | None = None
         self._breaker = CircuitBreaker(self._publish_breaker)
+        self._batcher: FrameBatcher | None = None
+        if overrides(self, ProcessorClient, "process_batch"):
+            self._batcher = FrameBatcher(
+                self._run_batch,
+                lambda: (min(self.max_batch, self.capacity), self.max_wait_ms / 1000),
+                name=f"batcher-{processor_id}",
+            )
 
     # -- what a processor implements ---------------------------------------------------------
     async def process_frame(self, frame_data: dict[bytes, bytes]) -> dict | None:
         """Process one frame (keys and values are bytes, as the seed documents).
 
         Return a dict to publish it on ``result_stream``, or ``None`` to publish nothing.
+        """
+        raise NotImplementedError
+
+    def process_batch(self, frames: list[dict[bytes, bytes]]) -> list[dict | BaseException | None]:
+        """Process several frames at once (async or plain); implementing it makes the client batch.
+
+        Return one outcome per frame, in order: what :meth:`process_frame` would return, or
+        an exception object that fails that frame alone (an :class:`UnprocessableFrame`, for a
+        frame no retry can help, is dead-lettered at once). Each frame is then published,
+        retried or dead-lettered on its own.
         """
         raise NotImplementedError
 
@@ -130,6 +155,7 @@ class ProcessorClient:
         for needed in (FrameFreshness, CapabilityRouter):
             if not any(isinstance(middleware, needed) for middleware in broker.middleware):
                 broker.add_middleware(needed())
+        add_observability(broker)  # log context, tracing and metrics, at the front of the stack
         dramatiq.actor(
             self._handle,
             broker=broker,
@@ -138,6 +164,7 @@ class ProcessorClient:
             max_retries=self.max_retries,
             min_backoff=100,
             max_backoff=2000,
+            throws=(UnprocessableFrame,),
             **({"max_age_ms": self.max_age_ms} if self.max_age_ms else {}),
         )
         broker.add_middleware(_Lifecycle(self))
@@ -204,6 +231,8 @@ class ProcessorClient:
         if self._owns_worker and self._worker is not None:
             self._worker.stop(timeout=int(STOP_TIMEOUT_S * 1000))
             self._worker = None
+        if self._batcher is not None:
+            self._batcher.close(timeout=STOP_TIMEOUT_S)
         if self._health is not None:
             self._health.stop()
         if self._owns_worker and self.broker is not None:
@@ -269,13 +298,13 @@ class ProcessorClient:
         assert broker is not None
         frame = dict(frame)
         ref = frame.pop(IMAGE_REF_FIELD, None)
+        frame_data = {name.encode(): value.encode() for name, value in frame.items()}
         if ref is not None:
-            image = broker.client.get(ref)
+            image = broker.direct.execute("GET", ref)  # the stored base64 bytes, handed over as they are
             if image is None:
                 broker.client.hincrby(broker.keys_for(self.queue_name).drops, "image_expired", 1)
                 raise SkipMessage(f"image of frame {frame.get('frame_id')} expired before processing")
-            frame["image_data"] = image.decode("ascii") if isinstance(image, bytes) else str(image)
-        frame_data = {name.encode(): value.encode() for name, value in frame.items()}
+            frame_data[b"image_data"] = image if isinstance(image, bytes) else str(image).encode()
         with self._slots:
             self.stats.started()
             began = time.perf_counter()
@@ -283,21 +312,35 @@ class ProcessorClient:
                 result = self._call(frame_data)
             except BaseException as error:
                 self.stats.failed_with(error)
-                self._breaker.record_failure()
+                if not isinstance(error, UnprocessableFrame):
+                    self._breaker.record_failure()
                 raise
             latency_ms = (time.perf_counter() - began) * 1000
             self.stats.succeeded(latency_ms)
         self._breaker.record_success()
         if result is not None and self.result_stream:
-            fields = result_fields(result, frame, processor_id=self.processor_id, latency_ms=latency_ms)
-            broker.client.xadd(self.result_stream, fields)  # type: ignore[arg-type]
+            fields = result_fields(
+                result,
+                frame,
+                processor_id=self.processor_id,
+                latency_ms=latency_ms,
+                trace_context=current_trace_context(),  # the processing span: consumers continue the trace
+            )
+            broker.write_with_ack(self.result_stream, fields)  # in the same round trip as the frame's ack
 
     def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:
-        outcome = self.process_frame(frame_data)
+        if self._batcher is not None:
+            return self._batcher.submit(frame_data)
+        return self._resolved(self.process_frame(frame_data), "process_frame")
+
+    def _run_batch(self, frames: list[dict[bytes, bytes]]) -> list[dict | BaseException | None]:
+        return self._resolved(self.process_batch(frames), "process_batch")
+
+    def _resolved(self, outcome: Any, method: str) -> Any:
         if inspect.isawaitable(outcome):
             loop = self._loop
             if loop is None or not loop.is_running():
-                raise FrameflowError("process_frame is async but the processor's event loop is not running")
+                raise FrameflowError(f"{method} is async but the processor's event loop is not running")
             return asyncio.run_coroutine_threadsafe(_awaited(outcome), loop).result()
         return outcome
 

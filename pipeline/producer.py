@@ -3,12 +3,13 @@
 ``publish`` validates the frame, then the routing middleware decides where it
 goes (one processor per needed capability, least loaded first) and writes it
 there in one round trip. The result says where it went, or why not.
+``publish_many`` does the same for many frames with one round trip per chunk.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,13 +17,18 @@ import dramatiq
 import redis
 
 from middleware.routing import CapabilityRouter, RoutingDecision
+from middleware.tracing import MAX_OPEN_SENDS, Tracing
 
+from . import log_context
 from .connection import connect
 from .frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OPTION, Frame, FrameRejected
 from .redis_streams import RedisStreamsBroker
 
 #: The virtual queue a frame is addressed to before routing picks its processors.
 FRAMES_QUEUE = "frames"
+
+#: Frames ``publish_many`` writes per round trip: no more sends open at once than tracing keeps.
+PUBLISH_CHUNK = MAX_OPEN_SENDS
 
 
 class FrameProducer:
@@ -45,7 +51,7 @@ class FrameProducer:
     ) -> None:
         self.router = CapabilityRouter(default_max_age_ms=max_age_ms)
         client = redis_client or (connect(redis_url) if redis_url else None)
-        self.broker = RedisStreamsBroker(client=client, middleware=[self.router])
+        self.broker = RedisStreamsBroker(client=client, middleware=[Tracing(), self.router])
         self.max_frame_bytes = max_frame_bytes or int(
             os.environ.get("FRAMEFLOW_MAX_FRAME_BYTES") or DEFAULT_MAX_FRAME_BYTES
         )
@@ -70,6 +76,73 @@ class FrameProducer:
         Raises:
           FrameRejected: the frame is invalid (empty image, unknown format, bad camera id, ...).
         """
+        message = self._frame_message(
+            camera_id=camera_id,
+            image=image,
+            capabilities=capabilities,
+            width=width,
+            height=height,
+            format=format,
+            metadata=metadata,
+            timestamp=timestamp,
+            max_age_ms=max_age_ms,
+        )
+        return self._route([message])[0]
+
+    def publish_many(self, frames: Iterable[Mapping[str, Any]]) -> list[RoutingDecision]:
+        """Publish many frames with few round trips; one decision per frame, in order.
+
+        Each item holds :meth:`publish`'s keyword arguments. Every frame is validated
+        before anything is sent, so one invalid frame rejects the whole batch. Frames are
+        then routed as :meth:`publish` routes them (and traced the same way) and written
+        :data:`PUBLISH_CHUNK` at a time, each chunk in one pipeline: when this returns,
+        Redis holds every frame the decisions say it holds.
+
+        Raises:
+          FrameRejected: a frame is invalid; the message says which (its position) and why.
+        """
+        messages = []
+        for index, spec in enumerate(frames):
+            try:
+                messages.append(self._frame_message(**spec))
+            except (FrameRejected, TypeError) as error:  # TypeError: a missing or unknown argument
+                raise FrameRejected(f"frame {index}: {error}") from None
+        decisions: list[RoutingDecision] = []
+        for start in range(0, len(messages), PUBLISH_CHUNK):
+            decisions += self._route(messages[start : start + PUBLISH_CHUNK])
+        return decisions
+
+    def _route(self, messages: list[dramatiq.Message]) -> list[RoutingDecision]:
+        """Route and write frames in one round trip, traced as the broker traces ``actor.send``:
+        the send is traced (its context goes into the frame's trace_context), and the routing
+        decision ends up on the send span."""
+        for message in messages:
+            with log_context.bound(message):
+                self.broker.emit_before("enqueue", message, None)
+        decisions = self.router.route_many(self.broker, messages)
+        for message, decision in zip(reversed(messages), reversed(decisions), strict=True):  # send spans nest
+            # The message is the producer's own (it is written already): its options take the decision.
+            message.options.update(
+                routed_to=list(decision.targets), parked=list(decision.parked), dropped=decision.dropped
+            )
+            with log_context.bound(message):
+                self.broker.emit_after("enqueue", message, None)
+        return decisions
+
+    def _frame_message(
+        self,
+        *,
+        camera_id: str,
+        image: bytes,
+        capabilities: Iterable[str],
+        width: int,
+        height: int,
+        format: str = "jpeg",
+        metadata: dict[str, Any] | None = None,
+        timestamp: datetime | str | float | None = None,
+        max_age_ms: int | None = None,
+    ) -> dramatiq.Message:
+        """A validated frame as the message the router takes."""
         needed = [capabilities] if isinstance(capabilities, str) else list(capabilities)
         if not needed or not all(isinstance(capability, str) and capability for capability in needed):
             raise FrameRejected("capabilities: name at least one capability the frame needs")
@@ -95,7 +168,7 @@ class FrameProducer:
             },
             message_id=frame.frame_id,
         )
-        return self.router.route_message(self.broker, message)
+        return message
 
     def close(self) -> None:
         self.broker.close()

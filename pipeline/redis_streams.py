@@ -32,13 +32,16 @@ from dramatiq import Broker, Message, MessageProxy
 from dramatiq.errors import ConnectionClosed, QueueJoinTimeout, QueueNotFound
 from dramatiq.middleware import Middleware
 
+from .acks import AckBatcher
 from .connection import TRANSIENT_ERRORS, connect
 from .consumer import StreamConsumer
 from .dead_letters import DeadLetterQueue
+from .direct import DirectRedis
 from .embedded import EmbeddedRedis
 from .errors import DeadLettered
+from .hooks import HookTable
 from .keys import CONSUMER_GROUP, QueueKeys, queue_keys, validate_queue_name
-from .leases import LeaseKeeper
+from .leases import HeldEntries, LeaseKeeper
 from .lua import register_scripts
 from .queue_view import QueueView
 from .settings import Settings, mask_url
@@ -110,6 +113,8 @@ class RedisStreamsBroker(Broker):
             client = connect(url, **options)
         self.url = mask_url(url) if url else repr(client)
         self.client: redis.Redis = client
+        #: The hot path's connections (:mod:`pipeline.direct`): sends, fetches, acks, routing.
+        self.direct = DirectRedis(client)
         self.namespace = namespace or settings.namespace
         self.lease_ms = lease_ms or settings.lease_ms
         self.max_deliveries = max_deliveries or settings.max_deliveries
@@ -124,7 +129,11 @@ class RedisStreamsBroker(Broker):
         self._failures_lock = threading.Lock()
         self._instance = uuid.uuid4().hex[:8]
         self._consumers: dict[str, weakref.WeakSet[StreamConsumer]] = {}
-        self._held_entries: dict[str, tuple[set[bytes], threading.Condition]] = {}
+        self._held_entries: dict[str, HeldEntries] = {}
+        self._ack_batchers: dict[str, AckBatcher] = {}
+        self._router: Any = None
+        self._router_known = False
+        self._delivery = threading.local()  # per thread: the message it is processing, whether it is a worker
 
     def __repr__(self) -> str:
         return f"<RedisStreamsBroker {self.url} namespace={self.namespace!r}>"
@@ -148,15 +157,25 @@ class RedisStreamsBroker(Broker):
         self._consumers.setdefault(queue_name, weakref.WeakSet()).add(consumer)
         return consumer
 
-    def held_entries(self, queue_name: str) -> tuple[set[bytes], threading.Condition]:
-        """The entries of ``queue_name`` this process holds, and the condition that guards them.
+    def held_entries(self, queue_name: str) -> HeldEntries:
+        """The entries of ``queue_name`` this process holds (:class:`~pipeline.leases.HeldEntries`),
+        shared by every consumer of the queue in this process."""
+        return self._held_entries.setdefault(queue_name, HeldEntries())
 
-        Shared by every consumer of the queue in this process: after a connection error
-        Dramatiq closes its consumer and consumes anew while the messages already handed
-        to worker threads keep running, so their leases must go on being renewed, and
-        their acks (through the new consumer) must free its prefetch slots.
-        """
-        return self._held_entries.setdefault(queue_name, (set(), threading.Condition()))
+    def ack_batcher(self, queue_name: str) -> AckBatcher:
+        """The writer of ``queue_name``'s acknowledgements in this process (:mod:`pipeline.acks`),
+        shared like the held set: an entry leaves the held set once its ack is written."""
+        batcher = self._ack_batchers.get(queue_name)
+        if batcher is None:
+            keys = self.keys_for(queue_name)
+            batcher = AckBatcher(
+                lambda entry_ids: self.acknowledge(keys, entry_ids),
+                self.held_entries(queue_name).release_acked,
+                self.direct.execute_many,
+                name=f"frameflow-acks-{queue_name}",
+            )
+            batcher = self._ack_batchers.setdefault(queue_name, batcher)
+        return batcher
 
     def declare_queue(self, queue_name: str) -> None:
         if queue_name in self.queues:
@@ -171,12 +190,58 @@ class RedisStreamsBroker(Broker):
         """The routing middleware (one with ``route_message``), if the broker carries one.
 
         The orchestrator is a middleware, but Dramatiq's ``before_enqueue`` cannot
-        redirect a message, so the broker asks it where a frame goes.
+        redirect a message, so the broker asks it where a frame goes. Looked up once,
+        and again after :meth:`add_middleware`.
         """
-        for middleware in self.middleware:
-            if hasattr(middleware, "route_message"):
-                return middleware
-        return None
+        if not self._router_known:
+            self._router = next((item for item in self.middleware if hasattr(item, "route_message")), None)
+            self._router_known = True
+        return self._router
+
+    def add_middleware(self, middleware: Middleware, *, before: type | None = None, after: type | None = None) -> None:
+        super().add_middleware(middleware, before=before, after=after)
+        self._router_known = False
+        self._hook_table().clear()
+
+    def _hook_table(self) -> HookTable:
+        # Broker.__init__ adds the default middleware before our __init__ runs.
+        table = self.__dict__.get("_hooks")
+        if table is None:
+            table = self._hooks = HookTable(self.logger)
+        return table
+
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        """As Dramatiq's, calling only the hooks a middleware defines (:mod:`pipeline.hooks`)."""
+        if signal == "process_message":
+            self._delivery.message = args[0]  # for write_with_ack
+            self._delivery.worker = True  # its acks are batched (StreamConsumer.ack)
+        self._hooks.emit(self, "before_" + signal, args, kwargs)
+
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        """As Dramatiq's: in reverse order, every failure logged."""
+        self._hooks.emit(self, "after_" + signal, args, kwargs)
+        if signal == "process_message" or signal == "skip_message":
+            message = self._delivery.__dict__.pop("message", None)
+            deferred = getattr(message, "deferred", None)
+            if deferred and kwargs.get("exception") is not None:
+                deferred.clear()  # a delivery that raised writes nothing
+
+    def on_worker_thread(self) -> bool:
+        """Whether this thread processes messages (a Dramatiq worker thread)."""
+        return getattr(self._delivery, "worker", False)
+
+    def write_with_ack(self, stream: str, fields: dict[str, Any]) -> None:
+        """Append an entry to ``stream`` as part of the acknowledgement of the message this
+        thread is processing (a processor's result): written, with the other acks of its
+        batch, just before the ack; a message is only acked once its entries are written,
+        and a delivery that raises writes nothing. Outside a delivery, written at once.
+        """
+        command = ("XADD", stream, "*", *(item for pair in fields.items() for item in pair))
+        deferred = getattr(getattr(self._delivery, "message", None), "deferred", None)
+        if deferred is None:
+            self.direct.execute(*command)
+        else:
+            deferred.append(command)
 
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)
@@ -199,7 +264,7 @@ class RedisStreamsBroker(Broker):
                 for consumer in list(self._consumers.get(message.queue_name, ())):
                     consumer.expect_due(eta_ms)  # this process's consumers look when it is due
             else:
-                self.client.xadd(keys.stream, fields)  # type: ignore[arg-type]
+                self.direct.execute("XADD", keys.stream, "*", *(item for pair in fields.items() for item in pair))
         except TRANSIENT_ERRORS as error:
             raise ConnectionClosed(error) from None
         self.emit_after("enqueue", message, delay)
@@ -218,7 +283,9 @@ class RedisStreamsBroker(Broker):
         """Hand a frame to the routing middleware, which writes one copy per chosen processor."""
         self.emit_before("enqueue", message, None)
         decision = router.route_message(self, message)
-        routed = message.copy(options={"routed_to": list(decision.targets), "parked": list(decision.parked)})
+        routed = message.copy(
+            options={"routed_to": list(decision.targets), "parked": list(decision.parked), "dropped": decision.dropped}
+        )
         self.emit_after("enqueue", routed, None)
         return routed
 
@@ -268,7 +335,11 @@ class RedisStreamsBroker(Broker):
                 raise proxy._exception or DeadLettered("dead-lettered", proxy.message_id)
 
     def close(self) -> None:
+        for batcher in list(self._ack_batchers.values()):
+            if not batcher.close():
+                logger.warning("Closed with %d ack(s) unwritten; they will be redelivered.", batcher.pending)
         self.leases.stop()
+        self.direct.close()
         if self.embedded is not None:
             self.client.close()
             self.embedded.stop()
@@ -312,11 +383,13 @@ class RedisStreamsBroker(Broker):
 
     # -- operations the consumer runs ------------------------------------------------------
     def acknowledge(self, keys: QueueKeys, entry_ids: list[bytes]) -> None:
-        """Acknowledge and delete entries, atomically."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(keys.stream, self.group, *entry_ids)
-        pipe.xdel(keys.stream, *entry_ids)
-        pipe.execute()
+        """Acknowledge and delete entries, atomically (one MULTI/EXEC, one round trip)."""
+        replies = self.direct.execute_many(
+            [("MULTI",), ("XACK", keys.stream, self.group, *entry_ids), ("XDEL", keys.stream, *entry_ids), ("EXEC",)]
+        )
+        for reply in (*replies[:3], *(replies[3] if isinstance(replies[3], list) else [replies[3]])):
+            if isinstance(reply, Exception):
+                raise reply
 
     def dead_letter(self, keys: QueueKeys, entry_id: bytes, reason: str, envelope: bytes | None) -> None:
         self.scripts["nack"](

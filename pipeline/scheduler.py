@@ -22,12 +22,16 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
+from prometheus_client import CollectorRegistry
 
 from .connection import TRANSIENT_ERRORS
 from .errors import MalformedEntry
 from .frames import is_stale
+from .health import HealthServer
+from .queue_metrics import PipelineCollector, scrape_targets
 from .redis_streams import RedisStreamsBroker
 from .registry import ProcessorRegistry
+from .settings import Settings
 from .wire import decode_entry
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,10 @@ class PipelineScheduler:
         self._processed: dict[str, int] = {}
         self._last_beat = time.monotonic()
         self._scheduler: BackgroundScheduler | BlockingScheduler | None = None
+        #: What ``/metrics`` serves (see :meth:`serve_metrics`): the pipeline's queues, read at scrape time.
+        self.metrics = CollectorRegistry(auto_describe=True)
+        self.metrics.register(PipelineCollector(broker.client, broker.namespace))
+        self._metrics_server: HealthServer | None = None
 
     # -- jobs ------------------------------------------------------------------------------
     def tick(self) -> dict[str, Any]:
@@ -93,14 +101,21 @@ class PipelineScheduler:
         """Re-route the queues of dead processors; returns ``{processor_id: frames re-routed}``."""
         reaped: dict[str, int] = {}
         for processor_id in self.registry.dead_ids():
-            lock = f"{self.broker.namespace}:reaping:{processor_id}"
-            if not self.broker.client.set(lock, "1", nx=True, px=int(max(self.interval_s, 1) * 10_000)):
-                continue  # another scheduler is on it
-            try:
-                reaped[processor_id] = self._reroute_backlog(processor_id)
-            finally:
-                self.broker.client.delete(lock)
+            rerouted = self.reap(processor_id)
+            if rerouted is not None:
+                reaped[processor_id] = rerouted
         return reaped
+
+    def reap(self, processor_id: str) -> int | None:
+        """Re-route the queue of one processor that is not live and forget its id; returns the
+        frames re-routed, or None when another scheduler is reaping it (``frameflow deregister``)."""
+        lock = f"{self.broker.namespace}:reaping:{processor_id}"
+        if not self.broker.client.set(lock, "1", nx=True, px=int(max(self.interval_s, 1) * 10_000)):
+            return None
+        try:
+            return self._reroute_backlog(processor_id)
+        finally:
+            self.broker.client.delete(lock)
 
     def _reroute_backlog(self, processor_id: str) -> int:
         queue_name = f"frames.ready.{processor_id}"
@@ -172,3 +187,19 @@ class PipelineScheduler:
     def stop(self) -> None:
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
+
+    def serve_metrics(self, port: int, host: str | None = None) -> int:
+        """Serve the pipeline-wide metrics at ``http://host:port/metrics``, and the live processors'
+        ``/metrics`` endpoints as Prometheus HTTP service discovery at ``/targets`` (host:
+        ``FRAMEFLOW_HEALTH_HOST``, 127.0.0.1 by default; port 0: any free one). Returns the port."""
+        host = host or Settings.from_env().health_host
+        server = HealthServer(None, port, host, registry=self.metrics, targets=self.scrape_targets)
+        self._metrics_server = server.start()
+        return server.port
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        """The live processors' ``/metrics`` endpoints, for Prometheus's ``http_sd_configs``."""
+        return scrape_targets(self.registry.list())

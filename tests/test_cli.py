@@ -46,6 +46,7 @@ def test_redis_command_serves_until_sigterm_and_leaves_nothing(tmp_path) -> None
         client = redis.Redis.from_url(url.group(0))
         assert client.ping()
         client.set("kept", "yes")
+        client.close()  # else the server lingers until this client leaves (see the next test)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
         deadline = time.monotonic() + 10
@@ -58,6 +59,35 @@ def test_redis_command_serves_until_sigterm_and_leaves_nothing(tmp_path) -> None
         else:
             raise AssertionError("redis-server still answers after frameflow redis exited")
         assert (tmp_path / "appendonlydir").exists() or (tmp_path / "appendonly.aof").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_redis_command_keeps_serving_its_clients_after_sigterm_until_they_leave(tmp_path) -> None:
+    # Under honcho every process gets SIGTERM at once: the server must outlive its clients' shutdown.
+    process = subprocess.Popen(
+        [*FRAMEFLOW, "redis", "--port", "0", "--dir", str(tmp_path), "--linger", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert process.stdout is not None
+        url = re.search(r"redis://127\.0\.0\.1:\d+/0", process.stdout.readline())
+        assert url is not None
+        client = redis.Redis.from_url(url.group(0))
+        assert client.ping()
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while len(client.client_list()) < 2:  # frameflow redis connects to watch its clients leave
+            assert time.monotonic() < deadline, "frameflow redis did not start lingering"
+            time.sleep(0.02)
+        assert client.set("still", "served")
+        assert process.poll() is None
+        client.close()
+        assert process.wait(timeout=20) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -1,0 +1,59 @@
+"""Middleware hooks looked up once per signal, not on every message.
+
+Dramatiq's ``Broker.emit_before``/``emit_after`` call ``getattr(middleware, signal)``
+on every middleware for every signal, most of them the base class's no-ops: with
+a processor's dozen middleware that is ~50 calls per message. :class:`HookTable`
+keeps, per signal, the bound hooks a middleware actually defines (overridden in
+its class or set on the instance), in the broker's order; the broker clears it
+whenever its middleware list changes. Calls, order and error handling are
+Dramatiq's: a ``MiddlewareError`` from a ``before_`` hook propagates, any other
+exception is logged as critical and the next hook runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dramatiq.middleware import Middleware, MiddlewareError
+
+Hook = Callable[..., Any]
+
+
+class HookTable:
+    """The hooks of one broker's middleware, per hook name (``before_enqueue``, ...)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._hooks: dict[str, list[Hook]] = {}
+
+    def clear(self) -> None:
+        self._hooks = {}
+
+    def hooks(self, name: str, middleware: Sequence[Middleware]) -> list[Hook]:
+        """The hooks called ``name`` in calling order: the middleware's order for ``before_``
+        hooks, the reverse for the others (``after_``), as Dramatiq calls them."""
+        hooks = self._hooks.get(name)
+        if hooks is None:
+            base = getattr(Middleware, name, None)
+            ordered = middleware if name.startswith("before_") else list(reversed(middleware))
+            hooks = [
+                getattr(item, name)
+                for item in ordered
+                if name in vars(item) or getattr(type(item), name, None) is not base
+            ]
+            self._hooks[name] = hooks
+        return hooks
+
+    def emit(self, broker: Any, name: str, args: tuple, kwargs: dict) -> None:
+        before = name.startswith("before_")
+        for hook in self.hooks(name, broker.middleware):
+            try:
+                hook(broker, *args, **kwargs)
+            except MiddlewareError:
+                if before:
+                    raise
+                self.logger.critical("Unexpected failure in %s of %r.", name, hook.__self__, exc_info=True)
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", name, hook.__self__, exc_info=True)

@@ -1,0 +1,80 @@
+"""Helpers for the model processor tests: frames from pictures, MTCNN weights fetched once.
+
+Nothing here imports torch, so the batching tests that need no model run without it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import functools
+import io
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline.models import fetch_mtcnn_weights
+
+
+def encoded(picture: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
+    """``picture`` encoded as ``fmt`` (PNG, BMP and WEBP lossless: decoding gives back the same pixels)."""
+    image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **{"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {}))
+    return buffer.getvalue()
+
+
+def frame_data(image: bytes, *, width: int, height: int, fmt: str = "png", frame_id: str = "f-1") -> dict[bytes, bytes]:
+    """What ``process_frame`` receives for a frame holding ``image``."""
+    return {
+        b"frame_id": frame_id.encode(),
+        b"camera_id": b"cam-1",
+        b"timestamp": b"2024-01-01T00:00:00+00:00",
+        b"image_data": base64.b64encode(image),
+        b"width": str(width).encode(),
+        b"height": str(height).encode(),
+        b"format": fmt.encode(),
+        b"metadata": b"{}",
+        b"trace_context": b"{}",
+    }
+
+
+def picture_frame(picture: np.ndarray, fmt: str = "PNG", frame_id: str = "f-1") -> dict[bytes, bytes]:
+    height, width = picture.shape[:2]
+    return frame_data(encoded(picture, fmt), width=width, height=height, fmt=fmt.lower(), frame_id=frame_id)
+
+
+def corrupt_jpeg(picture: np.ndarray) -> bytes:
+    """A JPEG cut in half: its header is fine, its data ends early."""
+    data = encoded(picture, "JPEG")
+    return data[: len(data) // 2]
+
+
+@functools.cache
+def mtcnn_weights() -> Path:
+    """The MTCNN weights, fetched once per test session (from PyPI) into a temporary model cache."""
+    root = Path(tempfile.mkdtemp(prefix="frameflow-models-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return fetch_mtcnn_weights(root)
+
+
+def close_boxes(a: list[float], b: list[float], tolerance: float = 0.05) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+def same_detections(a: dict[str, Any], b: dict[str, Any], key: str, tolerance: float = 0.05) -> bool:
+    """Whether two results list the same detections (``key``: ``faces`` or ``objects``), boxes within
+    ``tolerance`` pixels and scores within 1e-3: float sums may differ in their last bits between batch sizes."""
+    first, second = a[key], b[key]
+    if len(first) != len(second):
+        return False
+    for one, other in zip(first, second, strict=True):
+        if one.get("label") != other.get("label") or abs(one["score"] - other["score"]) > 1e-3:
+            return False
+        if not close_boxes(one["box"], other["box"], tolerance):
+            return False
+    return True

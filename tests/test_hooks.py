@@ -1,0 +1,97 @@
+"""Middleware hooks looked up once (pipeline/hooks.py): same calls, order and errors as Dramatiq's."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+import pytest
+from dramatiq.middleware import Middleware, MiddlewareError
+
+from pipeline import RedisStreamsBroker
+
+
+class Recorder(Middleware):
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name = name
+        self.calls = calls
+
+    def before_enqueue(self, broker, message, delay) -> None:
+        self.calls.append(f"before {self.name}")
+
+    def after_enqueue(self, broker, message, delay) -> None:
+        self.calls.append(f"after {self.name}")
+
+
+class Refuses(Middleware):
+    def before_enqueue(self, broker, message, delay) -> None:
+        raise MiddlewareError("not this one")
+
+
+class Breaks(Middleware):
+    def after_enqueue(self, broker, message, delay) -> None:
+        raise RuntimeError("broken hook")
+
+
+def message() -> dramatiq.Message:
+    return dramatiq.Message(queue_name="default", actor_name="a", args=(), kwargs={}, options={})
+
+
+def test_hooks_run_in_dramatiqs_order(redis_url: str, redis_client) -> None:
+    calls: list[str] = []
+    broker = RedisStreamsBroker(redis_url, middleware=[Recorder("a", calls), Middleware(), Recorder("b", calls)])
+    broker.declare_queue("default")
+    broker.enqueue(message())
+    assert calls == ["before a", "before b", "after b", "after a"]
+    assert len(broker._hooks.hooks("before_enqueue", broker.middleware)) == 2  # the no-op base hook is skipped
+    broker.close()
+
+
+def test_adding_middleware_is_seen_by_the_next_message(redis_url: str, redis_client) -> None:
+    calls: list[str] = []
+    broker = RedisStreamsBroker(redis_url, middleware=[Recorder("a", calls)])
+    broker.declare_queue("default")
+    broker.enqueue(message())
+    broker.add_middleware(Recorder("b", calls))
+    broker.enqueue(message())
+    assert calls == ["before a", "after a", "before a", "before b", "after b", "after a"]
+    broker.close()
+
+
+def test_a_hook_set_on_the_instance_is_called(redis_url: str, redis_client) -> None:
+    calls: list[str] = []
+    plain = Middleware()
+    plain.before_enqueue = lambda broker, message, delay: calls.append("instance hook")  # type: ignore[method-assign]
+    broker = RedisStreamsBroker(redis_url, middleware=[plain])
+    broker.declare_queue("default")
+    broker.enqueue(message())
+    assert calls == ["instance hook"]
+    broker.close()
+
+
+def test_middleware_error_stops_an_enqueue_and_other_errors_are_logged(redis_url: str, redis_client, caplog) -> None:
+    broker = RedisStreamsBroker(redis_url, middleware=[Refuses()])
+    broker.declare_queue("default")
+    with pytest.raises(MiddlewareError, match="not this one"):
+        broker.enqueue(message())
+    assert redis_client.xlen("default") == 0
+    broker.close()
+
+    broker = RedisStreamsBroker(redis_url, middleware=[Breaks()])
+    broker.declare_queue("default")
+    with caplog.at_level(logging.CRITICAL):
+        broker.enqueue(message())
+    assert redis_client.xlen("default") == 1
+    assert "Unexpected failure in after_enqueue" in caplog.text
+    broker.close()
+
+
+def test_the_router_is_looked_up_once_and_again_after_add_middleware(redis_url: str, redis_client) -> None:
+    from middleware.routing import CapabilityRouter
+
+    broker = RedisStreamsBroker(redis_url, middleware=[])
+    assert broker.router is None
+    router = CapabilityRouter()
+    broker.add_middleware(router)
+    assert broker.router is router
+    broker.close()
