@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run up demo test lint suite clean
+.PHONY: run up demo test bench lint suite clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(STAMP)
 	else \
 		echo "No redis-server on PATH: the second pass on Redis 7 was not run (apt-get install redis-server)."; \
 	fi
+
+## bench: the side-by-side benchmark (docs/benchmarks.md); ARGS=--quick for a short run
+bench: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev,ml,bench]'
+	$(VENV)/bin/python -m benchmarks $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
