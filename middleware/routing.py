@@ -120,7 +120,7 @@ class CapabilityRouter(Middleware):
         load: dict[str, float] = {}
         for index, info in enumerate(processors):
             length, groups = replies[2 * index], replies[2 * index + 1]
-            backlog, in_flight = _backlog_and_in_flight(length, groups)
+            backlog, in_flight = backlog_and_in_flight(length, groups)
             load[info.processor_id] = (backlog + in_flight) / max(1, info.capacity)
         return load
 
@@ -295,7 +295,7 @@ def _covers(info: ProcessorInfo, capabilities: list[str]) -> int:
     return sum(1 for capability in capabilities if capability in info.capabilities)
 
 
-def _backlog_and_in_flight(length: Any, groups: Any) -> tuple[int, int]:
+def backlog_and_in_flight(length: Any, groups: Any) -> tuple[int, int]:
     """Lag (entries not yet taken) and pending of the ``workers`` group; a queue never read yet is all backlog."""
     if not isinstance(length, int):
         return 0, 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from middleware.routing import _backlog_and_in_flight as backlog_and_in_flight
+from middleware.routing import backlog_and_in_flight
 
 from .errors import InvalidQueueName, UnknownQueue
 from .keys import CONSUMER_GROUP, ENVELOPE_FIELD, queue_keys, queue_name_for, stream_key, validate_queue_name
