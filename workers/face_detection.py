@@ -23,15 +23,13 @@ Environment: ``PROCESSOR_ID`` (``face-detection-1``), ``PROCESSOR_CAPACITY`` (10
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.errors import WeightsMissing
+from pipeline.launch import options_from_env, run_until_signalled
 from pipeline.models import FETCH_COMMAND, MTCNN_FILES, missing_mtcnn_weights, mtcnn_dir
 from pipeline.processor import serve_with_dramatiq
 
@@ -109,13 +107,10 @@ def _result(image: torch.Tensor, faces: Faces) -> dict[str, Any]:
 
 def build(settings: ModelSettings | None = None) -> FaceDetectionProcessor:
     return FaceDetectionProcessor(
-        processor_id=os.environ.get("PROCESSOR_ID", "face-detection-1"),
         capabilities=CAPABILITIES,
-        orchestrator_url=os.environ.get("ORCHESTRATOR_URL", ""),
-        capacity=int(os.environ.get("PROCESSOR_CAPACITY", "10")),
         result_stream=RESULT_STREAM,
-        health_check_interval=float(os.environ.get("HEALTH_CHECK_INTERVAL", "5")),
         settings=settings,
+        **options_from_env("face-detection-1", 10),
     )
 
 
@@ -123,6 +118,4 @@ processor = build()
 serve_with_dramatiq(processor)
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, lambda *_: processor.stop())
-    signal.signal(signal.SIGTERM, lambda *_: processor.stop())
-    asyncio.run(processor.start())
+    run_until_signalled(processor)

@@ -29,10 +29,7 @@ Environment: ``PROCESSOR_ID`` (``object-detection-1``), ``PROCESSOR_CAPACITY`` (
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import os
-import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +42,7 @@ from torchvision.models._api import WeightsEnum
 
 from pipeline import FrameflowError
 from pipeline.errors import WeightsMissing
+from pipeline.launch import options_from_env, run_until_signalled
 from pipeline.processor import serve_with_dramatiq
 
 from .settings import ModelSettings
@@ -185,13 +183,10 @@ def _rounded(box: list[float]) -> list[float]:
 
 def build(settings: ModelSettings | None = None) -> ObjectDetectionProcessor:
     return ObjectDetectionProcessor(
-        processor_id=os.environ.get("PROCESSOR_ID", "object-detection-1"),
         capabilities=CAPABILITIES,
-        orchestrator_url=os.environ.get("ORCHESTRATOR_URL", ""),
-        capacity=int(os.environ.get("PROCESSOR_CAPACITY", "8")),
         result_stream=RESULT_STREAM,
-        health_check_interval=float(os.environ.get("HEALTH_CHECK_INTERVAL", "5")),
         settings=settings,
+        **options_from_env("object-detection-1", 8),
     )
 
 
@@ -199,6 +194,4 @@ processor = build()
 serve_with_dramatiq(processor)
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, lambda *_: processor.stop())
-    signal.signal(signal.SIGTERM, lambda *_: processor.stop())
-    asyncio.run(processor.start())
+    run_until_signalled(processor)

@@ -12,13 +12,11 @@ or as Dramatiq worker processes::
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-import os
-import signal
 
 from pipeline import ProcessorClient
+from pipeline.launch import options_from_env, run_until_signalled
 from pipeline.processor import serve_with_dramatiq
 
 #: What the sample processor offers and where its results go.
@@ -43,12 +41,9 @@ class SampleProcessor(ProcessorClient):
 
 def build() -> SampleProcessor:
     return SampleProcessor(
-        processor_id=os.environ.get("PROCESSOR_ID", "sample-1"),
         capabilities=CAPABILITIES,
-        orchestrator_url=os.environ.get("ORCHESTRATOR_URL", ""),
-        capacity=int(os.environ.get("PROCESSOR_CAPACITY", "10")),
         result_stream=RESULT_STREAM,
-        health_check_interval=float(os.environ.get("HEALTH_CHECK_INTERVAL", "5")),
+        **options_from_env("sample-1", 10),
     )
 
 
@@ -56,6 +51,4 @@ processor = build()
 serve_with_dramatiq(processor)
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, lambda *_: processor.stop())
-    signal.signal(signal.SIGTERM, lambda *_: processor.stop())
-    asyncio.run(processor.start())
+    run_until_signalled(processor)
