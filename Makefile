@@ -27,18 +27,16 @@ up: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/frameflow demo
 
-## test: lint, the whole test suite, then Dramatiq's own suite against our broker
+## test: lint, the whole test suite, then Dramatiq's own suite against our broker, then the
+##       broker and routing tests again on Debian's Redis 7 (installed if missing: scripts/ensure-redis-server)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	scripts/ensure-redis-server >/dev/null
 	$(VENV)/bin/python -m pytest
 	$(VENV)/bin/python scripts/dramatiq_suite.py
-	@if command -v redis-server >/dev/null; then \
-		echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"; \
-		FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) $(VENV)/bin/python -m pytest -q \
-			tests/test_broker.py tests/test_broker_processes.py tests/test_routing.py tests/test_registry.py; \
-	else \
-		echo "No redis-server on PATH: the second pass on Redis 7 was not run (apt-get install redis-server)."; \
-	fi
+	@echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"
+	FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) $(VENV)/bin/python -m pytest -q \
+		tests/test_broker.py tests/test_broker_processes.py tests/test_routing.py tests/test_registry.py
 
 ## bench: the side-by-side benchmark (docs/benchmarks.md); ARGS=--quick for a short run
 bench: $(STAMP)
