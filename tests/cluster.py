@@ -1,0 +1,194 @@
+"""A Redis Cluster for tests: three masters on loopback ports, no replicas (and a Sentinel).
+
+Each master is an :class:`~pipeline.embedded.EmbeddedRedis` (so it dies with the
+test session, ``PR_SET_PDEATHSIG`` included) started with ``--cluster-enabled``
+and a cluster bus port of its own. The slots are split in three ranges with
+``CLUSTER ADDSLOTS``, the nodes meet each other with ``CLUSTER MEET``, and
+:meth:`LocalCluster.start` returns once every node says ``cluster_state:ok``.
+
+:class:`LocalSentinel` is one master watched by one sentinel, for the
+``redis+sentinel://`` URL. Both need the system's ``redis-server`` (Debian's 7.0 at
+``/usr/bin/redis-server``, or ``FRAMEFLOW_REDIS_SERVER``); without one the test
+that asks for a cluster fails with a message saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+from pipeline.embedded import EmbeddedRedis, free_port
+from tests.polling import wait_until
+
+#: Redis Cluster's number of hash slots.
+SLOTS = 16384
+
+
+def cluster_server_binary() -> str | None:
+    """The ``redis-server`` to build a cluster from: ``FRAMEFLOW_REDIS_SERVER``, else the one on PATH."""
+    return os.environ.get("FRAMEFLOW_REDIS_SERVER") or shutil.which("redis-server")
+
+
+class LocalCluster:
+    """Three (``masters``) cluster-enabled ``redis-server`` processes owning all slots.
+
+    Parameters:
+      binary: the ``redis-server`` to run.
+      masters: how many masters share the slots.
+      extra_args: more ``redis-server`` arguments for every node (``--requirepass`` ...).
+    """
+
+    def __init__(self, binary: str, *, masters: int = 3, extra_args: Sequence[str] = ()) -> None:
+        self._bus_ports = [free_port() for _ in range(masters)]
+        self.nodes = [
+            EmbeddedRedis(binary=binary, extra_args=[*_cluster_args(bus_port), *extra_args])
+            for bus_port in self._bus_ports
+        ]
+        self._password = _argument(extra_args, "--requirepass")
+
+    @property
+    def url(self) -> str:
+        """The cluster's ``redis+cluster://`` URL, every master as a startup node."""
+        auth = f":{self._password}@" if self._password else ""
+        return "redis+cluster://" + auth + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes) + "/"
+
+    def node_client(self, index: int) -> redis.Redis:
+        """A plain client of one master (cluster commands, ``FLUSHALL``, faults)."""
+        return redis.Redis(host="127.0.0.1", port=self.nodes[index].port, password=self._password)
+
+    def node_id(self, index: int) -> str:
+        with self.node_client(index) as client:
+            return client.execute_command("CLUSTER", "MYID").decode()
+
+    def start(self, timeout: float = 20.0) -> LocalCluster:
+        """Start the masters, give each a third of the slots, join them, wait for ``cluster_state:ok``."""
+        for node in self.nodes:
+            node.start()
+        bounds = [round(SLOTS * index / len(self.nodes)) for index in range(len(self.nodes) + 1)]
+        for index in range(len(self.nodes)):
+            with self.node_client(index) as client:
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(bounds[index], bounds[index + 1]))
+        with self.node_client(0) as first:
+            for node, bus_port in zip(self.nodes[1:], self._bus_ports[1:], strict=True):
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_port)
+        wait_until(self._healthy, timeout, lambda: f"cluster_state:ok on every node ({self._states()})", 0.05)
+        return self
+
+    def _states(self) -> list[str]:
+        states = []
+        for index in range(len(self.nodes)):
+            with self.node_client(index) as client:
+                info = client.execute_command("CLUSTER", "INFO").decode()
+            fields = dict(line.split(":", 1) for line in info.split() if ":" in line)
+            states.append(f"{fields.get('cluster_state')}/{fields.get('cluster_known_nodes')}")
+        return states
+
+    def _healthy(self) -> bool:
+        return all(state == f"ok/{len(self.nodes)}" for state in self._states())
+
+    def flush(self) -> None:
+        """Empty every master (``FLUSHALL`` on each; the cluster client's ``flushdb`` does the same)."""
+        for index in range(len(self.nodes)):
+            with self.node_client(index) as client:
+                client.flushall()
+
+    def migrate_slot(self, slot: int, source: int, target: int) -> None:
+        """Move ``slot`` and its keys from master ``source`` to master ``target``, as
+        ``redis-cli --cluster reshard`` does; clients that knew the old owner get ``MOVED``."""
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with self.node_client(source) as old, self.node_client(target) as new:
+            new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := old.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                auth = ("AUTH", self._password) if self._password else ()
+                old.execute_command("MIGRATE", "127.0.0.1", self.nodes[target].port, "", 0, 5000, *auth, "KEYS", *keys)
+            for index in range(len(self.nodes)):
+                with self.node_client(index) as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def owner_of(self, slot: int) -> int:
+        """The index of the master that serves ``slot``, as master 0 sees the cluster."""
+        with self.node_client(0) as client:
+            for start, end, (_, port, *_rest), *_replicas in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return [node.port for node in self.nodes].index(int(port))
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _SentinelProcess(EmbeddedRedis):
+    """``redis-server --sentinel``, watching one master; its configuration file is its own (0600)."""
+
+    def __init__(self, binary: str, service: str, master: EmbeddedRedis, password: str | None) -> None:
+        super().__init__(binary=binary)
+        self.service, self.master, self.master_password = service, master, password
+
+    def command_line(self) -> list[str]:
+        config = Path(self.data_dir, "sentinel.conf")
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.data_dir}",
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1",
+        ]
+        if self.master_password:
+            lines.append(f"sentinel auth-pass {self.service} {self.master_password}")
+        config.touch(mode=0o600)
+        config.write_text("\n".join(lines) + "\n")
+        return [self.binary, str(config), "--sentinel"]
+
+
+class LocalSentinel:
+    """One master (with ``--requirepass`` when ``password`` is given) and one sentinel watching it."""
+
+    def __init__(self, binary: str, *, service: str = "cameras", password: str | None = None) -> None:
+        self.service, self.password = service, password
+        self.master = EmbeddedRedis(binary=binary, extra_args=["--requirepass", password] if password else [])
+        self.sentinel = _SentinelProcess(binary, service, self.master, password)
+
+    def url(self, db: int = 0) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{auth}127.0.0.1:{self.sentinel.port}/{self.service}/{db}"
+
+    def __enter__(self) -> LocalSentinel:
+        self.master.start()
+        try:
+            self.sentinel.start()
+        except BaseException:
+            self.master.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.sentinel.stop()
+        self.master.stop()
+
+
+def _cluster_args(bus_port: int) -> list[str]:
+    return [
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", "nodes.conf",
+        "--cluster-port", str(bus_port),
+        "--cluster-node-timeout", "5000",
+    ]  # fmt: skip
+
+
+def _argument(arguments: Sequence[str], name: str) -> str | None:
+    return arguments[list(arguments).index(name) + 1] if name in arguments else None
