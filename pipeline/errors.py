@@ -88,3 +88,20 @@ class UnknownDeadLetter(FrameflowError, LookupError):
 
 class ProcessorLoadError(FrameflowError):
     """``frameflow worker MODULE[:CLASS]`` names nothing that builds a processor."""
+
+
+class RegistrationRefused(FrameflowError):
+    """A processor tried to register under an id ``FRAMEFLOW_ALLOWED_PROCESSORS`` does not allow.
+
+    Attributes:
+      processor_id: the id it asked for.
+      allowed: the allow-list's patterns.
+    """
+
+    def __init__(self, processor_id: str, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(
+            f"processor {processor_id!r} may not register: FRAMEFLOW_ALLOWED_PROCESSORS allows only "
+            f"{', '.join(allowed) or '(nothing)'}"
+        )
+        self.processor_id = processor_id
+        self.allowed = tuple(allowed)

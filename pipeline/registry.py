@@ -9,12 +9,17 @@ that already exists (a restart after a crash) overwrites it: that is normal.
 
 Every change is announced on the ``<ns>:registry`` channel so routers can
 refresh their cached view at once instead of per frame.
+
+With an allow-list (``FRAMEFLOW_ALLOWED_PROCESSORS``), :meth:`ProcessorRegistry.register`
+refuses other ids, and :meth:`ProcessorRegistry.list` (what routers, the scheduler and
+the CLI read) leaves out entries of other ids that someone wrote into Redis by hand.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import socket
 import time
@@ -22,6 +27,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
+
+from .errors import RegistrationRefused
+from .settings import Settings, processor_allowed
+
+logger = logging.getLogger(__name__)
+
+#: Ids of entries outside the allow-list already warned about by this process (once each).
+_IGNORED: set[str] = set()
 
 #: Breaker states as stored in the registry.
 BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN = "closed", "open", "half_open"
@@ -100,11 +113,16 @@ class ProcessorRegistry:
     Parameters:
       client: the Redis client.
       namespace: key prefix (the broker's namespace).
+      allowed: the ids (shell-style patterns) that may register; default
+        ``FRAMEFLOW_ALLOWED_PROCESSORS``; empty: any.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str = "frameflow") -> None:
+    def __init__(
+        self, client: redis.Redis, namespace: str = "frameflow", allowed: tuple[str, ...] | None = None
+    ) -> None:
         self.client = client
         self.namespace = namespace
+        self.allowed = Settings.from_env().allowed_processors if allowed is None else tuple(allowed)
         self.index_key = f"{namespace}:processors"
         self.channel = f"{namespace}:registry"
 
@@ -112,15 +130,22 @@ class ProcessorRegistry:
         return f"{self.namespace}:processor:{processor_id}"
 
     def register(self, info: ProcessorInfo, ttl_s: float) -> None:
-        """Announce ``info``; it stays alive for ``ttl_s`` unless heartbeats follow."""
+        """Announce ``info``; it stays alive for ``ttl_s`` unless heartbeats follow.
+
+        Raises:
+          RegistrationRefused: the allow-list does not allow ``info.processor_id``.
+        """
+        if not processor_allowed(info.processor_id, self.allowed):
+            raise RegistrationRefused(info.processor_id, self.allowed)
         key = self.key(info.processor_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(key)
         pipe.hset(key, mapping={**info.to_fields(), "heartbeat_at": str(time.time())})
         pipe.pexpire(key, int(ttl_s * 1000))
         pipe.sadd(self.index_key, info.processor_id)
-        pipe.publish(self.channel, f"register {info.processor_id}")
         pipe.execute()
+        # Announced on its own: a Redis Cluster pipeline cannot carry PUBLISH.
+        self.client.publish(self.channel, f"register {info.processor_id}")
 
     def heartbeat(self, processor_id: str, ttl_s: float, **stats: Any) -> bool:
         """Refresh liveness and stats; False when the entry had expired or was deregistered
@@ -153,8 +178,8 @@ class ProcessorRegistry:
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.key(processor_id))
         pipe.srem(self.index_key, processor_id)
-        pipe.publish(self.channel, f"deregister {processor_id}")
-        deleted, _, _ = pipe.execute()
+        deleted, _ = pipe.execute()
+        self.client.publish(self.channel, f"deregister {processor_id}")  # on its own, as in register
         return bool(deleted)
 
     def get(self, processor_id: str) -> ProcessorInfo | None:
@@ -172,7 +197,9 @@ class ProcessorRegistry:
             pipe.hgetall(self.key(processor_id))
         found: list[ProcessorInfo] = []
         for processor_id, raw in zip(ids, pipe.execute(), strict=True):
-            if raw:
+            if not processor_allowed(processor_id, self.allowed):
+                _warn_ignored(processor_id)
+            elif raw:
                 found.append(ProcessorInfo.from_fields(raw))
             elif include_dead:
                 found.append(_dead(processor_id))
@@ -189,6 +216,16 @@ class ProcessorRegistry:
         ids = list(processor_ids)
         if ids:
             self.client.srem(self.index_key, *ids)
+
+
+def _warn_ignored(processor_id: str) -> None:
+    if processor_id not in _IGNORED:
+        _IGNORED.add(processor_id)
+        logger.warning(
+            "Ignoring the registry entry of %r: FRAMEFLOW_ALLOWED_PROCESSORS does not allow it "
+            "(written to Redis without registering?).",
+            processor_id,
+        )
 
 
 def _field_text(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -16,6 +17,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks around and between the commas ignored."""
+    return tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
@@ -49,6 +55,14 @@ class Settings:
         (The standard ``OTEL_*`` variables are read by :mod:`pipeline.telemetry` and the SDK.)
       model_dir: ``FRAMEFLOW_MODEL_DIR``, the model cache ``frameflow models fetch`` fills and
         processors load from; else ``$XDG_CACHE_HOME/frameflow/models`` (``~/.cache/frameflow/models``).
+      allowed_processors: ``FRAMEFLOW_ALLOWED_PROCESSORS``, comma-separated processor ids, shell-style
+        globs allowed (``face-*,objects-1``). When set, a processor may register only under an id it
+        matches, and routers and the scheduler ignore registry entries of other ids; empty (the
+        default), any id may register. A guard against misconfigured processors, not against someone
+        who can write to Redis: that is what Redis ACLs are for.
+      wait_for_redis_s: ``FRAMEFLOW_WAIT_FOR_REDIS``, seconds a processor run the seed's way
+        (``python -m workers.x``) waits for Redis to answer before giving up (the CLI's
+        ``--wait-for-redis``); 0, the default, gives up at once.
     """
 
     redis_url: str | None = None
@@ -61,6 +75,8 @@ class Settings:
     log_level: str = "INFO"
     trace_file: str | None = None
     model_dir: str = os.path.join("~", ".cache", "frameflow", "models")
+    allowed_processors: tuple[str, ...] = ()
+    wait_for_redis_s: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,7 +95,19 @@ class Settings:
             log_level=(env.get("FRAMEFLOW_LOG_LEVEL") or cls.log_level).upper(),
             trace_file=env.get("FRAMEFLOW_TRACE_FILE") or None,
             model_dir=env.get("FRAMEFLOW_MODEL_DIR") or _cache_dir(env, cls.model_dir),
+            allowed_processors=_patterns(env, "FRAMEFLOW_ALLOWED_PROCESSORS"),
+            wait_for_redis_s=_int(env, "FRAMEFLOW_WAIT_FOR_REDIS", cls.wait_for_redis_s),
         )
+
+    def processor_allowed(self, processor_id: str) -> bool:
+        """Whether ``processor_id`` may register (see ``allowed_processors``)."""
+        return processor_allowed(processor_id, self.allowed_processors)
+
+
+def processor_allowed(processor_id: str, patterns: tuple[str, ...]) -> bool:
+    """True when ``patterns`` is empty (no allow-list) or ``processor_id`` matches one of them
+    (shell-style, case-sensitive: ``face-*`` allows ``face-1``, not ``Face-1``)."""
+    return not patterns or any(fnmatch.fnmatchcase(processor_id, pattern) for pattern in patterns)
 
 
 def _cache_dir(env: Mapping[str, str], default: str) -> str:
@@ -89,12 +117,13 @@ def _cache_dir(env: Mapping[str, str], default: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, fit for logs and errors."""
+    """``url`` with its password replaced by ``***``, fit for logs and errors.
+
+    The hosts are kept as written, so a cluster's or sentinels' list
+    (``redis+cluster://:pw@a:7000,b:7001/``) is masked too."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    user = userinfo.partition(":")[0]
+    return urlunsplit((parts.scheme, f"{user}:***@{hosts}", parts.path, parts.query, parts.fragment))

@@ -36,3 +36,26 @@ def test_a_bad_number_names_the_variable() -> None:
 )
 def test_passwords_are_masked(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+def test_the_allow_list_is_comma_separated_patterns() -> None:
+    settings = Settings.from_env({"FRAMEFLOW_ALLOWED_PROCESSORS": " face-*, objects-1 ,,"})
+    assert settings.allowed_processors == ("face-*", "objects-1")
+    allowed = [
+        name
+        for name in ("face-1", "face-kitchen", "objects-1", "objects-2", "Face-1", "x")
+        if settings.processor_allowed(name)
+    ]
+    assert allowed == ["face-1", "face-kitchen", "objects-1"]
+
+
+def test_without_an_allow_list_every_id_is_allowed() -> None:
+    for env in ({}, {"FRAMEFLOW_ALLOWED_PROCESSORS": " , "}):
+        settings = Settings.from_env(env)
+        assert settings.allowed_processors == ()
+        assert settings.processor_allowed("anything-at-all")
+
+
+def test_health_endpoints_bind_loopback_unless_configured() -> None:
+    assert Settings.from_env({}).health_host == "127.0.0.1"
+    assert Settings.from_env({"FRAMEFLOW_HEALTH_HOST": "0.0.0.0"}).health_host == "0.0.0.0"
