@@ -13,7 +13,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cli_inspect import age, console, err_console, print_json, until_interrupted
+from .cli_inspect import age, console, err_console, plain, print_json, until_interrupted
 from .dead_letters import DeadLetter, DeadLetterQueue
 from .errors import FrameflowError, UnknownDeadLetter, UnknownProcessor
 from .keys import queue_keys
@@ -56,12 +56,12 @@ def dlq_list(obj: CliContext, queue: str, limit: int, as_json: bool) -> None:
         table.add_column(name, overflow="fold")
     for letter in shown:
         message = letter.message
-        table.add_row(
+        table.add_row(  # plain(): a dead letter holds whatever was written to the queue
             letter.entry_id,
             age(now - letter.dead_at_ms / 1000),
-            message.actor_name if message else "-",
-            message.message_id if message else "(malformed entry)",
-            letter.reason,
+            plain(message.actor_name) if message else "-",
+            plain(message.message_id) if message else "(malformed entry)",
+            plain(letter.reason),
         )
     console.print(table)
 
@@ -88,17 +88,17 @@ def dlq_show(obj: CliContext, queue: str, entry_id: str | None) -> None:
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     dead_at = datetime.fromtimestamp(letter.dead_at_ms / 1000, UTC)
-    table.add_row("reason", letter.reason)
+    table.add_row("reason", plain(letter.reason))
     table.add_row("dead at", f"{dead_at.isoformat()} ({age(time.time() - dead_at.timestamp())} ago)")
     message = letter.message
     if message is not None:
-        table.add_row("message id", message.message_id)
-        table.add_row("actor", message.actor_name)
-        table.add_row("options", json.dumps(message.options, sort_keys=True, default=str))
+        table.add_row("message id", plain(message.message_id))
+        table.add_row("actor", plain(message.actor_name))
+        table.add_row("options", plain(json.dumps(message.options, sort_keys=True, default=str)))
         for index, arg in enumerate(message.args):
             if isinstance(arg, dict):
                 for name, value in arg.items():
-                    table.add_row(f"args[{index}].{name}", _shown(value))
+                    table.add_row(f"args[{index}].{plain(name)}", _shown(value))
             else:
                 table.add_row(f"args[{index}]", _shown(arg))
         if message.kwargs:
@@ -106,7 +106,7 @@ def dlq_show(obj: CliContext, queue: str, entry_id: str | None) -> None:
     else:
         for name, value in letter.fields.items():
             if not name.startswith("dead_"):
-                table.add_row(name, _shown(value))
+                table.add_row(plain(name), _shown(value))
     console.print(table)
 
 
@@ -157,7 +157,7 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
 
 def _shown(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= SHOWN_VALUE_CHARS else f"<{len(text)} characters>"
+    return plain(text) if len(text) <= SHOWN_VALUE_CHARS else f"<{len(text)} characters>"
 
 
 # -- processors ------------------------------------------------------------------------------

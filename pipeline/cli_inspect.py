@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .overview import ParkedSnapshot, PipelineSnapshot, QueueSnapshot, processing_rates, take_snapshot
 from .registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
-from .results import RESULT_FIELDS
+from .results import RESULT_FIELDS, result_problem
 
 if TYPE_CHECKING:
     import redis
@@ -51,6 +52,20 @@ def processor_state(info: ProcessorInfo) -> str:
     if info.breaker != BREAKER_CLOSED:
         states.append(f"breaker {info.breaker.replace('_', '-')}")
     return ", ".join(states) or "live"
+
+
+def printable(value: object) -> str:
+    """``value`` as text with control characters shown as escapes: dead letters and results hold
+    whatever was written to a stream, and ``\x1b[2J`` would clear the operator's terminal."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def plain(value: object) -> str:
+    """:func:`printable`, with rich markup escaped too (a field named ``[/]`` made rich raise MarkupError)."""
+    return escape(printable(value))
 
 
 def print_json(value: Any) -> None:
@@ -247,8 +262,15 @@ def results(obj: CliContext, streams: tuple[str, ...], follow: bool, as_json: bo
     """
     client = obj.client()
     seen: list[dict[str, str]] = []
+    skipped = 0
     with until_interrupted():
-        for stream, entry_id, fields in _read_results(client, list(streams), follow, last):
+        for stream, entry_id, raw in _read_results(client, list(streams), follow, last):
+            problem = result_problem(raw)
+            if problem is not None:  # anything can be written to a stream: say so and go on
+                skipped += 1
+                err_console.print(f"skipped entry {entry_id} of {plain(stream)}: {plain(problem)}")
+                continue
+            fields = _text(raw)
             seen.append(fields)
             if as_json:
                 click.echo(json.dumps({"stream": stream, "id": entry_id, **fields}))
@@ -257,17 +279,19 @@ def results(obj: CliContext, streams: tuple[str, ...], follow: bool, as_json: bo
             if limit and len(seen) >= limit:
                 break
     if not as_json:
-        console.print(_results_summary(seen, streams))
+        console.print(plain(_results_summary(seen, streams)))
+    if skipped:
+        err_console.print(f"skipped {skipped} malformed result entries")
 
 
 def _read_results(
     client: redis.Redis, streams: list[str], follow: bool, last: int
-) -> Iterator[tuple[str, str, dict[str, str]]]:
+) -> Iterator[tuple[str, str, dict[bytes, bytes]]]:
     cursors: dict[str, str] = {}
     for stream in streams:
         recent = list(reversed(client.xrevrange(stream, count=last))) if last else []
         for entry_id, fields in recent:
-            yield stream, entry_id.decode(), _text(fields)
+            yield stream, entry_id.decode(), fields
         # From the newest entry seen (or the stream's start), so nothing added meanwhile is missed.
         cursors[stream] = recent[-1][0].decode() if recent else _last_id(client, stream)
     while follow:
@@ -275,7 +299,7 @@ def _read_results(
             stream = stream_name.decode()
             for entry_id, fields in entries:
                 cursors[stream] = entry_id.decode()
-                yield stream, cursors[stream], _text(fields)
+                yield stream, cursors[stream], fields
 
 
 def _last_id(client: redis.Redis, stream: str) -> str:
@@ -284,16 +308,16 @@ def _last_id(client: redis.Redis, stream: str) -> str:
 
 
 def _text(fields: dict[bytes, bytes]) -> dict[str, str]:
-    return {name.decode(): value.decode("utf-8", "replace") for name, value in fields.items()}
+    return {name.decode(): value.decode() for name, value in fields.items()}  # result_problem checked UTF-8
 
 
 def _result_line(stream: str, entry_id: str, fields: dict[str, str]) -> str:
     try:
         when = datetime.fromisoformat(fields["timestamp"]).astimezone()
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to local time
         when = datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1000)
     extra = " ".join(f"{name}={value}" for name, value in fields.items() if name not in RESULT_FIELDS)
-    return (
+    return printable(
         f"{when:%H:%M:%S}.{when.microsecond // 1000:03d}  {stream}  {fields.get('processor_id', '-')}  "
         f"camera={fields.get('camera_id', '-')}  frame={fields.get('frame_id', '-')}  "
         f"latency={fields.get('latency_ms', '-')}ms  {extra}"

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from dramatiq import Consumer, MessageProxy
+from dramatiq import Consumer, Message, MessageProxy
 from dramatiq.errors import ConnectionClosed
 from redis.exceptions import ResponseError
 
@@ -153,7 +153,7 @@ class StreamConsumer(Consumer):
                 if self._cache:
                     entry_id, fields = self._cache.popleft()
                     try:
-                        return StreamMessageProxy(decode_entry(fields), entry_id)
+                        return StreamMessageProxy(self._decode(fields), entry_id)
                     except MalformedEntry as error:
                         self._reject_malformed(entry_id, str(error))
                         continue
@@ -171,6 +171,15 @@ class StreamConsumer(Consumer):
     # -- internals ---------------------------------------------------------------------------
     def _wait_for_slots(self) -> int:
         return self._held.wait_for_slots(self.prefetch, self.timeout / 1000)
+
+    def _decode(self, fields: dict[bytes, bytes]) -> Message:
+        """The entry's message, which must name this queue: Dramatiq's worker hands a message back
+        to the consumer of the queue it names, so one naming another queue (written there by hand)
+        raised KeyError in a worker thread and stayed pending, its lease renewed, for ever."""
+        message = decode_entry(fields)
+        if message.queue_name != self.queue_name:
+            raise MalformedEntry(f"the envelope names queue {message.queue_name!r}, not {self.queue_name!r}")
+        return message
 
     def _reject_malformed(self, entry_id: bytes, reason: str) -> None:
         logger.error("Dead-lettering malformed entry %s on %s: %s", entry_id.decode(), self.stream, reason)

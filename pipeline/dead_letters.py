@@ -41,6 +41,12 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
+def _int(text: str) -> int:
+    """A number written by the dead-letter script, or 0 for anything else written to the stream by hand
+    (``int("soon")`` made ``frameflow dlq list`` fail on the whole queue)."""
+    return int(text) if text.isascii() and text.isdigit() else 0
+
+
 def parse_dead_letter(entry_id: bytes, raw: dict[bytes, bytes]) -> DeadLetter:
     try:
         message: Message | None = decode_entry(raw)
@@ -51,7 +57,7 @@ def parse_dead_letter(entry_id: bytes, raw: dict[bytes, bytes]) -> DeadLetter:
         entry_id=_text(entry_id),
         queue_name=fields.get("dead_queue", ""),
         reason=fields.get("dead_reason", "(no reason recorded)"),
-        dead_at_ms=int(fields.get("dead_at_ms", "0") or 0),
+        dead_at_ms=_int(fields.get("dead_at_ms", "")),
         fields=fields,
         message=message,
     )

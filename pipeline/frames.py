@@ -13,13 +13,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import FrameflowError
+from .errors import FrameflowError, UnprocessableFrame
 
 #: The option that marks a Dramatiq message as a frame (its first argument holds the fields).
 FRAME_OPTION = "frame"
@@ -46,7 +48,17 @@ FORMATS = frozenset({"jpeg", "png", "webp", "bmp", "raw"})
 #: Largest image a producer accepts by default (bytes); ``FRAMEFLOW_MAX_FRAME_BYTES`` changes it.
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
-_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+#: The variable that changes :data:`DEFAULT_MAX_FRAME_BYTES`, for producers and processors alike.
+MAX_FRAME_BYTES_ENV = "FRAMEFLOW_MAX_FRAME_BYTES"
+
+#: Longest ``frame_id`` a processor accepts (the producer's are 32 hex digits).
+MAX_FRAME_ID_CHARS = 256
+
+#: Fields a frame entry must carry (``image_data`` or ``image_ref`` besides).
+REQUIRED_FIELDS = ("frame_id", "camera_id", "timestamp", "width", "height", "format")
+
+# fullmatch, not match with "$": "$" also matches before a trailing newline ("cam-1\n").
+_CAMERA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 class FrameRejected(FrameflowError, ValueError):
@@ -68,13 +80,16 @@ class Frame:
     trace_context: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def validate(self, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
-        if not isinstance(self.camera_id, str) or not _CAMERA_ID.match(self.camera_id):
+        if not isinstance(self.camera_id, str) or not _CAMERA_ID.fullmatch(self.camera_id):
             raise FrameRejected(f"bad camera_id {self.camera_id!r}: use 1-128 letters, digits, '.', '_', ':' or '-'")
-        if not isinstance(self.image, bytes | bytearray | memoryview) or len(self.image) == 0:
+        if not isinstance(self.image, bytes | bytearray | memoryview):
+            raise FrameRejected(f"image must be bytes, not {type(self.image).__name__}")
+        size = memoryview(self.image).nbytes  # bytes, whatever the item size of a memoryview
+        if size == 0:
             raise FrameRejected("empty image: a frame needs image bytes")
-        if len(self.image) > max_bytes:
-            raise FrameRejected(f"image of {len(self.image)} bytes exceeds the limit of {max_bytes} bytes")
-        if self.format not in FORMATS:
+        if size > max_bytes:
+            raise FrameRejected(f"image of {size} bytes exceeds the limit of {max_bytes} bytes")
+        if not isinstance(self.format, str) or self.format not in FORMATS:
             raise FrameRejected(f"unknown format {self.format!r}: expected one of {', '.join(sorted(FORMATS))}")
         for name in ("width", "height"):
             value = getattr(self, name)
@@ -84,10 +99,10 @@ class Frame:
             raise FrameRejected(f"metadata must be a dict, not {type(self.metadata).__name__}")
         try:
             if self.metadata:
-                json.dumps(self.metadata)
-        except (TypeError, ValueError) as error:
+                json.dumps(self.metadata, allow_nan=False)  # NaN is not JSON: strict readers would choke on it
+        except (TypeError, ValueError, RecursionError) as error:
             raise FrameRejected(f"metadata is not JSON-serialisable: {error}") from None
-        if self.timestamp.tzinfo is None:
+        if not isinstance(self.timestamp, datetime) or self.timestamp.tzinfo is None:
             raise FrameRejected("timestamp must be timezone-aware (e.g. datetime.now(timezone.utc))")
         return self
 
@@ -112,6 +127,71 @@ class Frame:
         else:
             fields[IMAGE_REF_FIELD] = image_ref
         return fields
+
+
+def frame_size_limit(max_bytes: int | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The largest image a frame may carry: ``max_bytes`` when given, else ``FRAMEFLOW_MAX_FRAME_BYTES``,
+    else :data:`DEFAULT_MAX_FRAME_BYTES`. A limit that is not a positive integer is a ValueError naming
+    where it came from (``0`` used to mean "the default" by accident)."""
+    if max_bytes is not None:
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+            raise ValueError(f"max_frame_bytes must be a positive integer, not {max_bytes!r}")
+        return max_bytes
+    raw = (os.environ if env is None else env).get(MAX_FRAME_BYTES_ENV) or ""
+    if not raw:
+        return DEFAULT_MAX_FRAME_BYTES
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAX_FRAME_BYTES_ENV}={raw!r}: expected a positive number of bytes")
+    return int(raw)
+
+
+def check_frame_fields(frame: Mapping[str, str], max_bytes: int) -> None:
+    """Check a frame read from a queue the way :meth:`Frame.validate` checks one before it is sent.
+
+    A processor runs this before ``process_frame``: an entry written straight into a queue (by a
+    bug or by someone hostile) then fails with what is wrong with it, as an
+    :class:`UnprocessableFrame` (dead-lettered at once, not held against the processor), instead of
+    somewhere inside ``process_frame`` or, worse, as a result with an empty camera id.
+    """
+    frame_id = frame.get("frame_id") or ""
+    if not frame_id or len(frame_id) > MAX_FRAME_ID_CHARS:
+        raise UnprocessableFrame(f"frame {frame_id[:40]!r}: frame_id must be 1-{MAX_FRAME_ID_CHARS} characters")
+    missing = [name for name in REQUIRED_FIELDS if name not in frame]
+    if "image_data" not in frame and IMAGE_REF_FIELD not in frame:
+        missing.append("image_data")
+    if missing:
+        raise UnprocessableFrame(f"frame {frame_id}: missing field(s) {', '.join(missing)}")
+    if not _CAMERA_ID.fullmatch(frame["camera_id"]):
+        raise UnprocessableFrame(f"frame {frame_id}: bad camera_id {frame['camera_id'][:40]!r}")
+    try:
+        datetime.fromisoformat(frame["timestamp"])
+    except ValueError:
+        raise UnprocessableFrame(f"frame {frame_id}: timestamp {frame['timestamp'][:40]!r} is not ISO-8601") from None
+    for name in ("width", "height"):
+        value = frame[name]
+        if not (value.isascii() and value.isdigit() and 0 < int(value) <= 65535):
+            raise UnprocessableFrame(f"frame {frame_id}: {name} {value[:20]!r} is not an integer from 1 to 65535")
+    if frame["format"] not in FORMATS:
+        raise UnprocessableFrame(f"frame {frame_id}: unknown format {frame['format'][:20]!r}")
+    for name in ("metadata", "trace_context"):
+        if name in frame and not _is_json_object(frame[name]):
+            raise UnprocessableFrame(f"frame {frame_id}: {name} is not a JSON object")
+    if "image_data" in frame:
+        check_image_size(frame_id, frame["image_data"], max_bytes)
+
+
+def check_image_size(frame_id: str, encoded: str | bytes, max_bytes: int) -> None:
+    """Refuse a base64 image that decodes to more than ``max_bytes``, before anything decodes it."""
+    size = len(encoded) * 3 // 4 - (encoded[-2:].count("=" if isinstance(encoded, str) else b"="))
+    if size > max_bytes:
+        raise UnprocessableFrame(f"frame {frame_id}: image of {size} bytes exceeds the limit of {max_bytes} bytes")
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def frame_of(message: Any) -> dict[str, str] | None:

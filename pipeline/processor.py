@@ -17,6 +17,8 @@ It runs two ways:
 ``orchestrator_url`` is accepted for compatibility and otherwise unused: the
 orchestrator is no longer a service but the routing middleware every producer
 carries, and everything meets in Redis.
+
+A processor whose id ``FRAMEFLOW_ALLOWED_PROCESSORS`` does not allow never starts (:meth:`ensure_allowed`).
 """
 
 from __future__ import annotations
@@ -39,16 +41,16 @@ from middleware.routing import CapabilityRouter
 
 from .batching import FrameBatcher, overrides
 from .connection import connect
-from .errors import FrameflowError, UnprocessableFrame
-from .frames import IMAGE_REF_FIELD
+from .errors import FrameflowError, RegistrationRefused, UnprocessableFrame
+from .frames import IMAGE_REF_FIELD, check_frame_fields, check_image_size, frame_size_limit
 from .health import HealthServer
 from .heartbeat import MISSED_BEATS, Heartbeat
-from .keys import validate_queue_name
+from .keys import image_key, validate_queue_name
 from .processor_stats import ProcessorStats
 from .redis_streams import RedisStreamsBroker
 from .registry import ProcessorInfo, ProcessorRegistry
 from .results import result_fields
-from .settings import Settings
+from .settings import Settings, processor_allowed
 from .telemetry import current_trace_context
 
 logger = logging.getLogger(__name__)
@@ -108,6 +110,8 @@ class ProcessorClient:
         self.health_port = health_port
         self.health_check_interval = health_check_interval
         self.stats = ProcessorStats()
+        #: Larger frame images are refused unread (FRAMEFLOW_MAX_FRAME_BYTES, as for producers).
+        self.max_frame_bytes = frame_size_limit()
         self.broker: RedisStreamsBroker | None = None
         self._slots = threading.BoundedSemaphore(capacity)
         self._worker: dramatiq.Worker | None = None
@@ -179,7 +183,12 @@ class ProcessorClient:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Register, consume and heartbeat until :meth:`stop`; then shut down gracefully."""
+        """Register, consume and heartbeat until :meth:`stop`; then shut down gracefully.
+
+        Raises:
+          RegistrationRefused: ``FRAMEFLOW_ALLOWED_PROCESSORS`` does not allow this id.
+        """
+        self.ensure_allowed()
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         if self._stop_early:
@@ -198,6 +207,16 @@ class ProcessorClient:
         logger.info("Processor %s is consuming %s.", self.processor_id, self.queue_name)
         await self._stop_requested.wait()
         await self._loop.run_in_executor(None, self._go_offline)
+
+    def ensure_allowed(self) -> None:
+        """Raise :class:`RegistrationRefused`, logged (ERROR), when the allow-list refuses this id:
+        ``start()`` calls it before consuming anything, :func:`serve_with_dramatiq` before attaching.
+        No metric counts it: the refused process exits, so its log line and exit code are the record."""
+        allowed = Settings.from_env().allowed_processors
+        if not processor_allowed(self.processor_id, allowed):
+            refusal = RegistrationRefused(self.processor_id, allowed)
+            logger.error("Registration refused: %s.", refusal)
+            raise refusal
 
     def stop(self) -> None:
         """Ask :meth:`start` to finish. Safe to call from a signal handler or another thread."""
@@ -293,18 +312,23 @@ class ProcessorClient:
             self._registry.update(self.processor_id, breaker=state, breaker_since=since)
 
     # -- the actor -------------------------------------------------------------------------
-    def _handle(self, frame: dict[str, str]) -> None:
+    def _handle(self, *args: Any, **kwargs: Any) -> None:
         broker = self.broker
         assert broker is not None
-        frame = dict(frame)
+        frame = self._checked_frame(args, kwargs)
         ref = frame.pop(IMAGE_REF_FIELD, None)
         frame_data = {name.encode(): value.encode() for name, value in frame.items()}
         if ref is not None:
+            if ref != image_key(broker.namespace, frame["frame_id"]):
+                # Only the router's claim check: never any other key a hand-written entry names.
+                raise UnprocessableFrame(f"frame {frame['frame_id']}: image_ref {ref[:80]!r} is not its image key")
             image = broker.direct.execute("GET", ref)  # the stored base64 bytes, handed over as they are
             if image is None:
                 broker.client.hincrby(broker.keys_for(self.queue_name).drops, "image_expired", 1)
                 raise SkipMessage(f"image of frame {frame.get('frame_id')} expired before processing")
-            frame_data[b"image_data"] = image if isinstance(image, bytes) else str(image).encode()
+            image = image if isinstance(image, bytes) else str(image).encode()
+            check_image_size(frame["frame_id"], image, self.max_frame_bytes)
+            frame_data[b"image_data"] = image
         with self._slots:
             self.stats.started()
             began = time.perf_counter()
@@ -327,6 +351,23 @@ class ProcessorClient:
                 trace_context=current_trace_context(),  # the processing span: consumers continue the trace
             )
             broker.write_with_ack(self.result_stream, fields)  # in the same round trip as the frame's ack
+
+    def _checked_frame(self, args: tuple, kwargs: dict) -> dict[str, str]:
+        """The frame's fields, checked before anything reads them (:func:`check_frame_fields`).
+
+        Anything else in the queue (no frame, other arguments, a field missing or wrong, an image
+        over ``FRAMEFLOW_MAX_FRAME_BYTES``) is an :class:`UnprocessableFrame` naming what is wrong:
+        dead-lettered at once, not retried, not counted against the breaker.
+        """
+        if kwargs:
+            raise UnprocessableFrame(f"a frame message takes no keyword arguments (got {', '.join(sorted(kwargs))})")
+        frame = args[0] if len(args) == 1 else None
+        if not isinstance(frame, dict) or not all(
+            isinstance(name, str) and isinstance(value, str) for name, value in frame.items()
+        ):
+            raise UnprocessableFrame("not a frame: a frame message carries one dict of text fields")
+        check_frame_fields(frame, self.max_frame_bytes)
+        return dict(frame)
 
     def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:
         if self._batcher is not None:
@@ -384,6 +425,7 @@ def serve_with_dramatiq(processor: ProcessorClient) -> bool:
     from dramatiq.broker import global_broker
 
     if isinstance(global_broker, RedisStreamsBroker):
+        processor.ensure_allowed()  # at import: Dramatiq's CLI logs and ignores what worker boot raises
         processor.attach(global_broker)
         return True
     return False

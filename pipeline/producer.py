@@ -8,7 +8,7 @@ there in one round trip. The result says where it went, or why not.
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,7 @@ from middleware.tracing import MAX_OPEN_SENDS, Tracing
 
 from . import log_context
 from .connection import connect
-from .frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OPTION, Frame, FrameRejected
+from .frames import FRAME_OPTION, Frame, FrameRejected, frame_size_limit
 from .redis_streams import RedisStreamsBroker
 
 #: The virtual queue a frame is addressed to before routing picks its processors.
@@ -37,7 +37,8 @@ class FrameProducer:
     Parameters:
       redis_url: defaults to ``REDIS_URL`` (or the embedded Redis).
       redis_client: an existing client instead.
-      max_frame_bytes: images above this are refused (``FRAMEFLOW_MAX_FRAME_BYTES``).
+      max_frame_bytes: images above this are refused (default ``FRAMEFLOW_MAX_FRAME_BYTES``, else 16 MiB);
+        a limit that is not a positive integer is a ValueError here, not a surprise at the first frame.
       max_age_ms: how long a frame stays worth processing, unless ``publish`` says otherwise.
     """
 
@@ -52,9 +53,7 @@ class FrameProducer:
         self.router = CapabilityRouter(default_max_age_ms=max_age_ms)
         client = redis_client or (connect(redis_url) if redis_url else None)
         self.broker = RedisStreamsBroker(client=client, middleware=[Tracing(), self.router])
-        self.max_frame_bytes = max_frame_bytes or int(
-            os.environ.get("FRAMEFLOW_MAX_FRAME_BYTES") or DEFAULT_MAX_FRAME_BYTES
-        )
+        self.max_frame_bytes = frame_size_limit(max_frame_bytes)
         self.max_age_ms = max_age_ms
 
     def publish(
@@ -142,10 +141,20 @@ class FrameProducer:
         timestamp: datetime | str | float | None = None,
         max_age_ms: int | None = None,
     ) -> dramatiq.Message:
-        """A validated frame as the message the router takes."""
-        needed = [capabilities] if isinstance(capabilities, str) else list(capabilities)
-        if not needed or not all(isinstance(capability, str) and capability for capability in needed):
+        """A validated frame as the message the router takes: whatever the arguments, either
+        that or :class:`FrameRejected` saying which argument is wrong."""
+        needed = [capabilities] if isinstance(capabilities, str) else capabilities
+        if not isinstance(needed, list | tuple | set | frozenset) or not needed:
             raise FrameRejected("capabilities: name at least one capability the frame needs")
+        needed = list(needed)
+        if not all(isinstance(capability, str) and capability for capability in needed):
+            raise FrameRejected("capabilities: name at least one capability the frame needs")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise FrameRejected(f"metadata must be a dict, not {type(metadata).__name__}")
+        if max_age_ms is not None and (
+            not isinstance(max_age_ms, int) or isinstance(max_age_ms, bool) or max_age_ms < 1
+        ):
+            raise FrameRejected(f"bad max_age_ms {max_age_ms!r}: expected a positive number of milliseconds")
         frame = Frame(
             camera_id=camera_id,
             image=image,
@@ -175,14 +184,24 @@ class FrameProducer:
 
 
 def _as_datetime(timestamp: datetime | str | float | None) -> datetime:
+    """The capture time; anything that is not one is a FrameRejected (``nan``, ``1e300``, ``True``
+    and ``[]`` used to escape as ValueError, OverflowError or OSError, or to pass as 1970)."""
     if timestamp is None:
         return datetime.now(UTC)
     if isinstance(timestamp, datetime):
         return timestamp
+    bad = FrameRejected(f"bad timestamp {timestamp!r}: expected ISO-8601, epoch seconds or a datetime")
+    if isinstance(timestamp, bool):
+        raise bad
     if isinstance(timestamp, int | float):
-        return datetime.fromtimestamp(timestamp, UTC)
+        if not math.isfinite(timestamp):
+            raise bad
+        try:
+            return datetime.fromtimestamp(timestamp, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise bad from None
     try:
         parsed = datetime.fromisoformat(timestamp)
     except (TypeError, ValueError):
-        raise FrameRejected(f"bad timestamp {timestamp!r}: expected ISO-8601, epoch seconds or a datetime") from None
+        raise bad from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

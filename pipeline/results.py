@@ -6,9 +6,11 @@ automation engine).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +20,32 @@ import redis
 #: Fields frameflow adds to every result (frame_id, camera_id and processor_id always win;
 #: the others only where the processor's result has no such key).
 RESULT_FIELDS = ("frame_id", "camera_id", "processor_id", "timestamp", "latency_ms", "captured_at", "trace_context")
+
+#: Largest result entry a reader takes (names and values together); a processor's result is far smaller.
+MAX_RESULT_BYTES = 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+
+def result_problem(fields: Mapping[bytes, bytes], max_bytes: int = MAX_RESULT_BYTES) -> str | None:
+    """Why a result-stream entry is not a result (``None`` when it is one).
+
+    Anyone who can write to the stream can put anything there; a reader skips such an entry with
+    this reason instead of handing a consumer text altered by U+FFFD replacements, a result that
+    names no frame, or megabytes it never asked for.
+    """
+    if not fields.get(b"frame_id"):
+        return "no frame_id: not a result"
+    size = sum(len(name) + len(value) for name, value in fields.items())
+    if size > max_bytes:
+        return f"entry of {size} bytes is over the {max_bytes} bytes a result may have"
+    for name, value in fields.items():
+        try:
+            name.decode()
+            value.decode()
+        except UnicodeDecodeError:
+            return f"field {name.decode('utf-8', 'replace')!r} is not UTF-8 text"
+    return None
 
 
 def result_fields(
@@ -64,6 +92,11 @@ class ResultReader:
       group: the consumer group (one per kind of consumer: ``ha-bridge``).
       consumer: this consumer's name (default: host and pid).
       block_ms: how long one read waits; iteration ends after an empty read when ``follow`` is false.
+      max_entry_bytes: larger entries are skipped (see below).
+
+    Entries that are not results (:func:`result_problem`: not UTF-8, no ``frame_id``, too large)
+    are acknowledged and skipped, never raised: each is logged with its reason and counted in
+    :attr:`rejected` (reason → count), so one bad writer cannot stop a consumer.
     """
 
     def __init__(
@@ -76,6 +109,7 @@ class ResultReader:
         block_ms: int = 1000,
         follow: bool = True,
         start: str = "0",
+        max_entry_bytes: int = MAX_RESULT_BYTES,
     ) -> None:
         self.client = client
         self.stream = stream
@@ -83,6 +117,9 @@ class ResultReader:
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
         self.block_ms = block_ms
         self.follow = follow
+        self.max_entry_bytes = max_entry_bytes
+        #: Entries skipped, by reason.
+        self.rejected: Counter[str] = Counter()
         try:
             client.xgroup_create(stream, group, id=start, mkstream=True)
         except redis.ResponseError as error:
@@ -113,11 +150,20 @@ class ResultReader:
                         # A pending entry deleted since (the stream was trimmed): nothing to hand over.
                         self.client.xack(self.stream, self.group, entry_id)
                         continue
+                    problem = result_problem(fields, self.max_entry_bytes)
+                    if problem is not None:
+                        self._reject(entry_id, problem)
+                        continue
                     unacked = entry_id
-                    yield {name.decode(): value.decode("utf-8", "replace") for name, value in fields.items()}
+                    yield {name.decode(): value.decode() for name, value in fields.items()}
         finally:
             if unacked is not None:
                 self.client.xack(self.stream, self.group, unacked)
+
+    def _reject(self, entry_id: bytes, problem: str) -> None:
+        logger.warning("Skipping entry %s of %s: %s.", entry_id.decode(), self.stream, problem)
+        self.rejected[problem] += 1
+        self.client.xack(self.stream, self.group, entry_id)
 
 
 def wait_for_results(client: redis.Redis, stream: str, count: int, timeout_s: float) -> list[dict[str, str]]:

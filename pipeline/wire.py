@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 import orjson
@@ -34,6 +35,43 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "message_timestamp": int,
 }
 _EXACT_TYPES = tuple(_REQUIRED.values())
+_NUMBER = (int, float)
+
+#: 19 digits in a row: maybe an integer orjson cannot read exactly (see :func:`_loads`).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+#: Options that Dramatiq's middleware or frameflow compute with, and the types they need. A wrong
+#: type fails inside a middleware hook, which Dramatiq only logs: ``retries: "x"`` made Retries fail,
+#: so a failed message was acked with neither a retry nor a dead letter.
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "retries": (int,),
+    "max_retries": (int, type(None)),
+    "min_backoff": _NUMBER,
+    "max_backoff": _NUMBER,
+    "time_limit": _NUMBER,
+    "max_age": _NUMBER,
+    "captured_at_ms": _NUMBER,
+    "max_age_ms": _NUMBER,
+    "requeue_timestamp": _NUMBER,
+    "notify_shutdown": (bool,),
+    "pipe_ignore": (bool,),
+    "pipe_target": (dict,),
+    "on_success": (str,),
+    "on_failure": (str,),
+    "on_retry_exhausted": (str,),
+    "processor": (str,),
+    FRAME_OPTION: (bool,),
+}
+
+#: Options no stream entry may carry: this broker never writes them, and a worker trusts them.
+#: ``eta`` would park the message in the worker's memory (pending, its lease renewed) until then;
+#: ``throws`` and ``retry_when`` are used as an exception class and a callable, so any JSON value
+#: there raised inside Dramatiq's worker thread and killed it.
+_LOCAL_OPTIONS = {
+    "eta": "delayed messages wait in the delayed set, not in a worker",
+    "throws": "exception classes are the actor's, never the message's",
+    "retry_when": "a retry predicate is the actor's, never the message's",
+}
 
 
 def dumps(value: Any) -> bytes:
@@ -88,13 +126,23 @@ def encode_frame(message: Message, frame: dict[str, Any], **changes: Any) -> Fie
     return fields
 
 
+def _loads(raw: bytes) -> Any:
+    """orjson, or the stdlib where the JSON may hold an integer beyond 64 bits: :func:`dumps` writes
+    those with the stdlib, and orjson reads them back as floats (``2**64 + 1`` became
+    ``1.8446744073709552e19``), so an actor got other arguments than it was sent."""
+    try:
+        if _LONG_DIGITS.search(raw):
+            return json.loads(raw)
+        return orjson.loads(raw)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MalformedEntry(f"the 'message' field is not valid JSON ({error})") from None
+
+
 def _envelope_data(raw: bytes) -> dict[str, Any]:
     """The envelope's JSON object, every required field there with the right type."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise MalformedEntry(f"the 'message' field is not valid JSON ({error})") from None
+    data = _loads(raw)
     if type(data) is dict and tuple(type(data.get(name)) for name in _REQUIRED) == _EXACT_TYPES:
+        _check_options(data["options"])
         return data  # the usual case, checked at once (decoded JSON has exactly these types)
     if not isinstance(data, dict):
         raise MalformedEntry(f"the 'message' field is JSON {type(data).__name__}, not an object")
@@ -104,7 +152,22 @@ def _envelope_data(raw: bytes) -> dict[str, Any]:
         value = data[name]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise MalformedEntry(f"the message envelope's {name!r} is {type(value).__name__}, expected {kind.__name__}")
+    _check_options(data["options"])
     return data
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    for name, value in options.items():
+        kinds = _OPTION_TYPES.get(name)
+        if kinds is not None:
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                expected = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+                raise MalformedEntry(
+                    f"the message envelope's option {name!r} is {type(value).__name__}, expected {expected}"
+                )
+        elif name in _LOCAL_OPTIONS:
+            why = _LOCAL_OPTIONS[name]
+            raise MalformedEntry(f"the message envelope's option {name!r} cannot come from a stream: {why}")
 
 
 def _message(data: dict[str, Any], args: tuple[Any, ...]) -> Message:
@@ -127,13 +190,29 @@ def decode_entry(fields: dict[bytes, bytes]) -> Message:
         raise MalformedEntry(f"the entry has no 'message' field (fields: {names})")
     data = _envelope_data(raw)
     if data["options"].get(FRAME_OPTION):
-        frame = {
-            name.decode("utf-8", "replace"): value.decode("utf-8", "replace")
-            for name, value in fields.items()
-            if name != _ENVELOPE_KEY and not name.startswith(b"dead_")
-        }
+        try:
+            frame = {
+                name.decode(): value.decode()
+                for name, value in fields.items()
+                if name != _ENVELOPE_KEY and not name.startswith(b"dead_")
+            }
+        except UnicodeDecodeError:
+            # Refused rather than repaired with U+FFFD: a producer only writes text, and a frame
+            # whose id or image was silently altered would be processed as something it is not.
+            raise MalformedEntry(_not_utf8(fields)) from None
         return _message(data, (frame,))
     return _message(data, tuple(data["args"]))
+
+
+def _not_utf8(fields: dict[bytes, bytes]) -> str:
+    for name, value in fields.items():
+        for part, text in (("name", name), ("value", value)):
+            try:
+                text.decode()
+            except UnicodeDecodeError:
+                shown = name.decode("utf-8", "replace")
+                return f"the frame field {shown!r} has a {part} that is not UTF-8 text"
+    return "a frame field is not UTF-8 text"
 
 
 def delayed_member(fields: Fields, nonce: str) -> bytes:
