@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
+import redis
 from dramatiq.middleware import Middleware
 
 from pipeline.errors import MalformedEntry
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 #: Frames whose image is larger than this are claim-checked even for a single processor.
 INLINE_IMAGE_LIMIT = 64 * 1024
+
+#: How long a claim-checked image outlives its frame's max age: the clocks of hosts differ a little.
+IMAGE_GRACE_MS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +74,7 @@ class CapabilityRouter(Middleware):
     Parameters:
       refresh_s: how long the cached registry and loads are trusted.
       breaker_cooldown_s: how long an open breaker waits before one probe frame.
-      image_ttl_s: how long a claim-checked image is kept.
+      image_ttl_s: how long a claim-checked image is kept at most (never past its frame's max age).
       default_max_age_ms: a frame's max age when it does not say.
     """
 
@@ -133,6 +137,60 @@ class CapabilityRouter(Middleware):
         """Route frames in one round trip: every copy, stored image and count of all of them
         in one pipeline. Frames are balanced as if routed one by one (each adds to its
         processors' load estimate before the next is placed)."""
+        plans, commands = self._commands(broker, messages)
+        script = broker.scripts["enqueue_bounded"]
+        replies = broker.direct.execute_many(commands, scripts={script.sha: script})
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return _decisions(plans, replies)
+
+    def move(
+        self,
+        broker: RedisStreamsBroker,
+        stream: str,
+        entry_id: bytes,
+        message: dramatiq.Message,
+        fields: dict[bytes, bytes],
+    ) -> RoutingDecision | None:
+        """Route the frame waiting as ``entry_id`` on ``stream`` (parked, or queued for a dead
+        processor; ``message`` is its decoded ``fields``) and delete that entry, exactly once.
+
+        On one Redis both happen in one MULTI/EXEC under a WATCH of ``stream``: a process
+        killed half-way leaves the frame where it was, and of two processes moving the same
+        entry one wins, the other finds it gone. Returns ``None`` when it is gone. (A Redis
+        Cluster cannot do a transaction across slots: there the frame is routed, then the
+        entry deleted, so a crash in between routes it twice; never loses it.)
+        """
+        if not isinstance(broker.client, redis.Redis):
+            decision = self.route_message(broker, message)
+            broker.client.xdel(stream, entry_id)
+            return decision
+        scripts = {script.sha: script.script for script in broker.scripts.values()}
+        while True:
+            with broker.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(stream)
+                    if not pipe.xrange(stream, entry_id, entry_id):
+                        return None
+                    plans, commands = self._commands(broker, [message])
+                    pipe.multi()
+                    for command in commands:  # EVAL, not EVALSHA: a NOSCRIPT inside EXEC would lose the frame
+                        pipe.execute_command(*_inlined(command, scripts))
+                    pipe.xdel(stream, entry_id)
+                    replies = pipe.execute(raise_on_error=False)
+                except redis.WatchError:
+                    continue  # the stream changed under us: look again
+            failed = [reply for reply in replies if isinstance(reply, Exception)]
+            if failed:  # the entry is deleted but a copy was refused (out of memory...): put it back
+                broker.client.xadd(stream, fields)  # type: ignore[arg-type]
+                raise failed[0]
+            return _decisions(plans, replies)[0]
+
+    def _commands(
+        self, broker: RedisStreamsBroker, messages: Sequence[dramatiq.Message]
+    ) -> tuple[list[_Plan], list[tuple[Any, ...]]]:
+        """The plans for ``messages`` and the commands that carry them out, with their counts."""
         processors, load = self._snapshot(broker)
         commands: list[tuple[Any, ...]] = []
         plans = [self._plan(broker, message, processors, load, commands) for message in messages]
@@ -141,26 +199,7 @@ class CapabilityRouter(Middleware):
         # Counted for the scheduler's /metrics, in the same round trip.
         commands += [("HINCRBY", counts_key(broker.namespace, name), "routed", n) for name, n in routed.items()]
         commands += [("HINCRBY", parked_counts_key(broker.namespace), name, n) for name, n in parked.items()]
-        script = broker.scripts["enqueue_bounded"]
-        replies = broker.direct.execute_many(commands, scripts={script.sha: script})
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        decisions = []
-        for plan in plans:
-            dropped = sum(1 for index in plan.enqueue_replies if replies[index] is None)
-            if plan.unserved:
-                logger.info("Frame %s parked: %s.", plan.frame_id, plan.reason)
-            decisions.append(
-                RoutingDecision(
-                    frame_id=plan.frame_id,
-                    targets=tuple(info.processor_id for info in plan.targets),
-                    parked=tuple(plan.unserved),
-                    reason=plan.reason,
-                    dropped=dropped,
-                )
-            )
-        return decisions
+        return plans, commands
 
     def _plan(
         self,
@@ -186,7 +225,7 @@ class CapabilityRouter(Middleware):
         image_data = frame.get("image_data", "")
         if image_data and (len(targets) + len(unserved) > 1 or len(image_data) > INLINE_IMAGE_LIMIT):
             key = image_key(broker.namespace, frame_id)
-            commands.append(("SET", key, image_data, "PX", int(self.image_ttl_s * 1000)))
+            commands.append(("SET", key, image_data, "PX", self._image_ttl_ms(options)))
             frame.pop("image_data")
             frame[IMAGE_REF_FIELD] = key
         plan = _Plan(frame_id, targets, unserved)
@@ -215,6 +254,13 @@ class CapabilityRouter(Middleware):
             fields["parked_reason"] = plan.reason.encode()
             commands.append(("XADD", parked_key(broker.namespace, capability), "*", *_flatten(fields)))
         return plan
+
+    def _image_ttl_ms(self, options: dict[str, Any]) -> int:
+        """A claim-checked image outlives its frame's freshness by :data:`IMAGE_GRACE_MS` and no more:
+        a stale frame is skipped unread, and under overload images kept longer would fill Redis
+        at the producers' rate, whatever the queue bounds."""
+        life_ms = int(options["captured_at_ms"]) + int(options["max_age_ms"]) - now_ms()
+        return max(1, min(int(self.image_ttl_s * 1000), life_ms + IMAGE_GRACE_MS))
 
     def _choose(
         self,
@@ -273,13 +319,38 @@ class CapabilityRouter(Middleware):
             for entry_id, fields in broker.client.xrange(key, count=1000):
                 message = _decode_parked(fields)
                 if message is None or is_stale(message.options):
-                    dropped += 1
-                    broker.client.hincrby(f"{broker.namespace}:drops:parked", "stale", 1)
-                else:
-                    decision = self.route_message(broker, message)
-                    routed += 1 if decision.targets else 0
-                broker.client.xdel(key, entry_id)
+                    if broker.client.xdel(key, entry_id):  # counted by whoever deleted it, once
+                        dropped += 1
+                        broker.client.hincrby(f"{broker.namespace}:drops:parked", "stale", 1)
+                    continue
+                decision = self.move(broker, key, entry_id, message, fields)  # None: another process moved it
+                routed += 1 if decision is not None and decision.targets else 0
         return routed, dropped
+
+
+def _decisions(plans: list[_Plan], replies: Sequence[Any]) -> list[RoutingDecision]:
+    decisions = []
+    for plan in plans:
+        dropped = sum(1 for index in plan.enqueue_replies if replies[index] is None)
+        if plan.unserved:
+            logger.info("Frame %s parked: %s.", plan.frame_id, plan.reason)
+        decisions.append(
+            RoutingDecision(
+                frame_id=plan.frame_id,
+                targets=tuple(info.processor_id for info in plan.targets),
+                parked=tuple(plan.unserved),
+                reason=plan.reason,
+                dropped=dropped,
+            )
+        )
+    return decisions
+
+
+def _inlined(command: tuple[Any, ...], scripts: dict[str, str]) -> tuple[Any, ...]:
+    """``command`` with an ``EVALSHA`` of one of ``scripts`` turned into an ``EVAL`` of its source."""
+    if command[0] == "EVALSHA":
+        return ("EVAL", scripts[command[1]], *command[2:])
+    return command
 
 
 def parked_reason(capability: str) -> str:

@@ -9,7 +9,10 @@ import os
 import signal
 from typing import Any
 
+from .connection import wait_until_reachable
+from .errors import RedisUnreachable
 from .processor import ProcessorClient
+from .settings import Settings
 
 
 def options_from_env(default_id: str, default_capacity: int) -> dict[str, Any]:
@@ -24,7 +27,14 @@ def options_from_env(default_id: str, default_capacity: int) -> dict[str, Any]:
 
 
 def run_until_signalled(processor: ProcessorClient) -> None:
-    """The seed's ``__main__``: SIGINT/SIGTERM stop the processor gracefully."""
+    """The seed's ``__main__``: wait for Redis (``FRAMEFLOW_WAIT_FOR_REDIS`` seconds, logging
+    each retry), then run until SIGINT/SIGTERM stop the processor gracefully. Redis still
+    away after that: one line naming its URL (password masked), and exit code 1."""
+    if processor.redis_url is not None:
+        try:
+            wait_until_reachable(processor.redis_url, Settings.from_env().wait_for_redis_s)
+        except RedisUnreachable as error:
+            raise SystemExit(f"{processor.processor_id}: {error}") from None
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     asyncio.run(processor.start())

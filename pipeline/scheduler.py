@@ -8,8 +8,9 @@ Every ``interval_s`` it
 * reaps dead processors: a processor whose registry entry expired has its queue
   re-routed, frame by frame, to live peers with the same capability (frames past
   their max age are dropped and counted as stale), then its queue is deleted and
-  its id forgotten. A lock per processor keeps two schedulers from re-routing the
-  same backlog twice;
+  its id forgotten. Each frame is moved in one transaction, so a scheduler killed
+  half-way (or two at once) re-routes no frame twice and loses none;
+* releases frames parked for a capability that a live processor offers again;
 * trims dead letters older than their TTL.
 """
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -28,6 +31,7 @@ from .connection import TRANSIENT_ERRORS
 from .errors import MalformedEntry
 from .frames import is_stale
 from .health import HealthServer
+from .keys import parked_key
 from .queue_metrics import PipelineCollector, scrape_targets
 from .redis_streams import RedisStreamsBroker
 from .registry import ProcessorRegistry
@@ -38,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 #: Entries kept on the health stream (approximately).
 HEALTH_STREAM_LENGTH = 10_000
+
+#: The shortest time a reaping lock outlives its scheduler's last move (see ``PipelineScheduler.lock_ms``).
+REAP_LOCK_MIN_S = 2.0
 
 
 class PipelineScheduler:
@@ -67,6 +74,7 @@ class PipelineScheduler:
     def tick(self) -> dict[str, Any]:
         """Run every job once (what each interval does); returns the health entry."""
         reaped = self.reap_dead()
+        self.release_parked()
         self.trim_dead_letters()
         health = self.emit_health()
         health["reaped"] = reaped
@@ -108,16 +116,28 @@ class PipelineScheduler:
 
     def reap(self, processor_id: str) -> int | None:
         """Re-route the queue of one processor that is not live and forget its id; returns the
-        frames re-routed, or None when another scheduler is reaping it (``frameflow deregister``)."""
+        frames re-routed, or None when another scheduler is reaping it (``frameflow deregister``).
+
+        Each frame is moved exactly once (:meth:`CapabilityRouter.move`): a scheduler killed
+        half-way leaves the rest of the queue, untouched, to the next run. The lock only keeps
+        two schedulers from doing the same work; it lapses ``lock_ms`` after the last frame a
+        scheduler moved, so a killed scheduler's successor takes over within seconds.
+        """
         lock = f"{self.broker.namespace}:reaping:{processor_id}"
-        if not self.broker.client.set(lock, "1", nx=True, px=int(max(self.interval_s, 1) * 10_000)):
+        token = uuid.uuid4().hex
+        if not self.broker.client.set(lock, token, nx=True, px=self.lock_ms):
             return None
         try:
-            return self._reroute_backlog(processor_id)
+            return self._reroute_backlog(processor_id, lambda: self.broker.client.pexpire(lock, self.lock_ms))
         finally:
-            self.broker.client.delete(lock)
+            self.broker.scripts["release_lock"](keys=[lock], args=[token])
 
-    def _reroute_backlog(self, processor_id: str) -> int:
+    @property
+    def lock_ms(self) -> int:
+        """How long a reaping lock outlives the last sign of life of the scheduler holding it."""
+        return int(max(2 * self.interval_s, REAP_LOCK_MIN_S) * 1000)
+
+    def _reroute_backlog(self, processor_id: str, still_reaping: Callable[[], object]) -> int:
         queue_name = f"frames.ready.{processor_id}"
         keys = self.broker.keys_for(queue_name)
         router = self.broker.router
@@ -127,22 +147,38 @@ class PipelineScheduler:
             if self.registry.get(processor_id) is not None:
                 logger.info("Processor %s came back; leaving the rest of its queue to it.", processor_id)
                 return rerouted
+            still_reaping()
             try:
                 message = decode_entry(fields)
             except MalformedEntry as error:
                 self.broker.dead_letter(keys, entry_id, f"malformed entry: {error}", None)
                 continue
             if is_stale(message.options):
-                client.hincrby(keys.drops, "stale", 1)
-            else:
-                router.route_message(self.broker, message)
+                self.broker.scripts["drop_entry"](keys=[keys.stream, keys.drops], args=[entry_id, "stale"])
+            elif router.move(self.broker, keys.stream, entry_id, message, fields) is not None:
                 rerouted += 1
-            client.xdel(keys.stream, entry_id)
         client.delete(keys.stream, keys.delayed)
         self.registry.forget([processor_id])
         if rerouted:
             logger.warning("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
         return rerouted
+
+    def release_parked(self) -> tuple[int, int]:
+        """Route the frames parked for capabilities a live processor now offers: a processor
+        releases them when it starts, but not when it registers again after its entry
+        expired (a Redis restart, a long pause); returns (routed, dropped as stale)."""
+        offered = {capability for info in self.registry.list() for capability in info.capabilities}
+        waiting = [
+            capability
+            for capability in sorted(offered)
+            if self.broker.client.exists(parked_key(self.broker.namespace, capability))
+        ]
+        if not waiting:
+            return 0, 0
+        routed, dropped = self.broker.router.release_parked(self.broker, waiting)
+        if routed or dropped:
+            logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
+        return routed, dropped
 
     def trim_dead_letters(self) -> int:
         """Drop dead letters older than the broker's dead-letter TTL; returns how many went."""

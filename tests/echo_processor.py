@@ -1,7 +1,8 @@
 """A small processor for process-level tests: ``python -m tests.echo_processor ID CAPABILITY...``.
 
 It answers every frame with ``{"echo": <frame_id>}`` after ``ECHO_DELAY_S`` seconds
-(default 0.02) on the ``echo:results`` stream, heartbeating every 0.5 s.
+(default 0.02) on the ``echo:results`` stream, heartbeating every 0.5 s. ``ECHO_CAPACITY``
+(2) sets its capacity, ``ECHO_QUEUE_BOUND`` (100; 0: unbounded) its queue bound.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pipeline import ProcessorClient
 
 
 class EchoProcessor(ProcessorClient):
+    queue_bound = int(os.environ.get("ECHO_QUEUE_BOUND", "100"))
+
     async def process_frame(self, frame_data: dict[bytes, bytes]) -> dict:
         await asyncio.sleep(float(os.environ.get("ECHO_DELAY_S", "0.02")))
         return {"echo": frame_data[b"frame_id"].decode()}
