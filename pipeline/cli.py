@@ -311,6 +311,35 @@ def demo(obj: CliContext, frames: int, image_bytes: int, timeout: float) -> None
         raise click.ClickException(f"only {summary.results} of {summary.frames_sent} frames produced a result")
 
 
+@main.command()
+@click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds to produce.")
+@click.option("--overload", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="x capacity.")
+@click.option("--processors", default=2, show_default=True, type=click.IntRange(min=1), help="Processor processes.")
+@click.option("--capacity", default=2, show_default=True, type=click.IntRange(min=1), help="Threads per processor.")
+@click.option("--processing-ms", default=20.0, show_default=True, type=click.FloatRange(min=1), help="Work per frame.")
+@click.option("--cameras", default=4, show_default=True, type=click.IntRange(min=1), help="Cameras sending frames.")
+@click.option("--image-bytes", default=1024, show_default=True, type=click.IntRange(min=1), help="Size of each image.")
+@click.option("--max-memory", default="64mb", show_default=True, help="maxmemory of the embedded Redis.")
+@click.pass_obj
+def soak(obj: CliContext, max_memory: str, **plan: Any) -> None:
+    """Overload real processors, then account for every frame: processed or dropped with its reason.
+
+    Without --redis-url or REDIS_URL it runs on an embedded Redis bounded by --max-memory;
+    on a configured Redis, the server's own maxmemory is the bound. Exits 1 when a frame is
+    unaccounted for, a queue was not drained, Redis refused a write or memory passed the bound.
+    """
+    from .soak import SoakPlan, parse_memory, run_soak
+    from .soak_report import summary_table
+
+    if obj.configured_url:
+        os.environ["REDIS_URL"] = obj.configured_url
+    parse_memory(max_memory)  # a bad size fails before anything starts
+    summary = run_soak(SoakPlan(**{"duration_s": plan.pop("duration"), **plan}, max_memory=max_memory))
+    console.print(summary_table(summary))
+    if summary.problems():
+        raise click.ClickException("; ".join(summary.problems()))
+
+
 main.add_command(models)
 
 

@@ -45,22 +45,28 @@ class DemoSummary:
 
 
 @contextlib.contextmanager
-def redis_for_demo() -> Iterator[str]:
-    """The configured Redis, or an embedded one for the demo's lifetime."""
+def redis_for_demo(extra_args: list[str] | None = None) -> Iterator[str]:
+    """The configured Redis, or an embedded one (started with ``extra_args``) for the run's lifetime."""
     url = Settings.from_env().redis_url
     if url:
         yield url
         return
-    with EmbeddedRedis() as server:
+    with EmbeddedRedis(extra_args=extra_args) as server:
         yield server.url
 
 
 @contextlib.contextmanager
 def worker_process(url: str, module: str = WORKER_MODULE) -> Iterator[subprocess.Popen[bytes]]:
     """``dramatiq pipeline.broker MODULE`` as a child, stopped with SIGTERM on exit."""
-    env = {**os.environ, "REDIS_URL": url, "HEALTH_CHECK_INTERVAL": "1"}
     command = [sys.executable, "-m", "dramatiq", "pipeline.broker", module, "--processes", "1", "--threads", "4"]
-    process = subprocess.Popen(command, env=env)
+    with child_process(command, {"REDIS_URL": url, "HEALTH_CHECK_INTERVAL": "1"}) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def child_process(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` as a child with ``env`` added to ours, stopped with SIGTERM (then SIGKILL) on exit."""
+    process = subprocess.Popen(command, env={**os.environ, **env})
     try:
         yield process
     finally:
@@ -83,7 +89,7 @@ def run_demo(frames: int = 100, image_bytes: int = 1024, timeout: float = 60.0) 
         producer = FrameProducer(url, max_age_ms=int(timeout * 1000))
         client = producer.broker.client
         client.delete(RESULT_STREAM)
-        _await_registration(ProcessorRegistry(client, producer.broker.namespace), time.time() + timeout)
+        await_registration(ProcessorRegistry(client, producer.broker.namespace), [PROCESSOR_ID], timeout)
         started = time.time()
         routed = 0
         for number in range(frames):
@@ -100,7 +106,7 @@ def run_demo(frames: int = 100, image_bytes: int = 1024, timeout: float = 60.0) 
         elapsed = time.time() - started
         dead = len(producer.broker.dead_letter_queue(f"frames.ready.{PROCESSOR_ID}"))
         producer.close()
-    latencies = sorted(_latency_ms(result) for result in results) or [0.0]
+    latencies = sorted(since_capture_ms(result) for result in results) or [0.0]
     return DemoSummary(
         frames_sent=frames,
         routed=routed,
@@ -112,19 +118,23 @@ def run_demo(frames: int = 100, image_bytes: int = 1024, timeout: float = 60.0) 
     )
 
 
-def _await_registration(registry: ProcessorRegistry, deadline: float) -> None:
-    """Wait until the processor registered, so latency measures the pipeline, not its boot."""
-    while time.time() < deadline:
-        if registry.get(PROCESSOR_ID) is not None:
-            return
+def await_registration(registry: ProcessorRegistry, processor_ids: list[str], timeout_s: float) -> bool:
+    """Wait until every processor registered, so latency measures the pipeline, not its boot;
+    False when one had not within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(registry.get(processor_id) is not None for processor_id in processor_ids):
+            return True
         time.sleep(0.05)
+    return False
 
 
-def _latency_ms(result: dict[str, str]) -> float:
-    """Capture timestamp to result timestamp."""
+def since_capture_ms(result: dict[str, str], at_ms: float | None = None) -> float:
+    """Milliseconds from the frame's capture to ``at_ms`` (epoch ms), by default to the result's ``timestamp``."""
     try:
-        captured = datetime.fromisoformat(result["captured_at"])
-        published = datetime.fromisoformat(result["timestamp"])
+        captured = datetime.fromisoformat(result["captured_at"]).timestamp() * 1000
+        if at_ms is None:
+            at_ms = datetime.fromisoformat(result["timestamp"]).timestamp() * 1000
     except (KeyError, ValueError):
         return 0.0
-    return (published - captured).total_seconds() * 1000
+    return at_ms - captured
