@@ -32,7 +32,6 @@ from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.middleware import SkipMessage
 
 from middleware.breaker import CircuitBreaker
 from middleware.freshness import FrameFreshness
@@ -42,10 +41,13 @@ from middleware.routing import CapabilityRouter
 from .batching import FrameBatcher, overrides
 from .connection import connect
 from .errors import FrameflowError, RegistrationRefused, UnprocessableFrame
-from .frames import IMAGE_REF_FIELD, check_frame_fields, check_image_size, frame_size_limit
+from .frames import frame_size_limit
 from .health import HealthServer
 from .heartbeat import MISSED_BEATS, Heartbeat
-from .keys import image_key, validate_queue_name
+from .intake import checked_frame, frame_data_of
+from .keys import validate_queue_name
+from .lifecycle import STOP_TIMEOUT_S, ProcessorLifecycle
+from .lifecycle import serve_with_dramatiq as serve_with_dramatiq  # processor modules import it from here
 from .processor_stats import ProcessorStats
 from .redis_streams import RedisStreamsBroker
 from .registry import ProcessorInfo, ProcessorRegistry
@@ -57,9 +59,6 @@ logger = logging.getLogger(__name__)
 
 #: The seed's default ``redis_url``; left at it, the environment decides.
 SEED_DEFAULT_REDIS_URL = "redis://localhost:6379"
-
-#: How long ``stop()`` lets in-flight frames finish.
-STOP_TIMEOUT_S = 30.0
 
 
 class ProcessorClient:
@@ -171,7 +170,7 @@ class ProcessorClient:
             throws=(UnprocessableFrame,),
             **({"max_age_ms": self.max_age_ms} if self.max_age_ms else {}),
         )
-        broker.add_middleware(_Lifecycle(self))
+        broker.add_middleware(ProcessorLifecycle(self))
         return broker
 
     def _ensure_broker(self) -> RedisStreamsBroker:
@@ -315,20 +314,8 @@ class ProcessorClient:
     def _handle(self, *args: Any, **kwargs: Any) -> None:
         broker = self.broker
         assert broker is not None
-        frame = self._checked_frame(args, kwargs)
-        ref = frame.pop(IMAGE_REF_FIELD, None)
-        frame_data = {name.encode(): value.encode() for name, value in frame.items()}
-        if ref is not None:
-            if ref != image_key(broker.namespace, frame["frame_id"]):
-                # Only the router's claim check: never any other key a hand-written entry names.
-                raise UnprocessableFrame(f"frame {frame['frame_id']}: image_ref {ref[:80]!r} is not its image key")
-            image = broker.direct.execute("GET", ref)  # the stored base64 bytes, handed over as they are
-            if image is None:
-                broker.client.hincrby(broker.keys_for(self.queue_name).drops, "image_expired", 1)
-                raise SkipMessage(f"image of frame {frame.get('frame_id')} expired before processing")
-            image = image if isinstance(image, bytes) else str(image).encode()
-            check_image_size(frame["frame_id"], image, self.max_frame_bytes)
-            frame_data[b"image_data"] = image
+        frame = checked_frame(args, kwargs, self.max_frame_bytes)
+        frame_data = frame_data_of(broker, self.queue_name, frame, self.max_frame_bytes)
         with self._slots:
             self.stats.started()
             began = time.perf_counter()
@@ -352,23 +339,6 @@ class ProcessorClient:
             )
             broker.write_with_ack(self.result_stream, fields)  # in the same round trip as the frame's ack
 
-    def _checked_frame(self, args: tuple, kwargs: dict) -> dict[str, str]:
-        """The frame's fields, checked before anything reads them (:func:`check_frame_fields`).
-
-        Anything else in the queue (no frame, other arguments, a field missing or wrong, an image
-        over ``FRAMEFLOW_MAX_FRAME_BYTES``) is an :class:`UnprocessableFrame` naming what is wrong:
-        dead-lettered at once, not retried, not counted against the breaker.
-        """
-        if kwargs:
-            raise UnprocessableFrame(f"a frame message takes no keyword arguments (got {', '.join(sorted(kwargs))})")
-        frame = args[0] if len(args) == 1 else None
-        if not isinstance(frame, dict) or not all(
-            isinstance(name, str) and isinstance(value, str) for name, value in frame.items()
-        ):
-            raise UnprocessableFrame("not a frame: a frame message carries one dict of text fields")
-        check_frame_fields(frame, self.max_frame_bytes)
-        return dict(frame)
-
     def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:
         if self._batcher is not None:
             return self._batcher.submit(frame_data)
@@ -388,47 +358,6 @@ class ProcessorClient:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
-
-
-class _Lifecycle(dramatiq.Middleware):
-    """Starts and stops a processor attached to a worker run by Dramatiq's CLI."""
-
-    def __init__(self, processor: ProcessorClient) -> None:
-        self.processor = processor
-        self._thread: threading.Thread | None = None
-
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        processor = self.processor
-        if processor._worker is not None:
-            return  # started by ProcessorClient.start(), which manages itself
-        processor._worker = worker
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(processor.start(),), name=f"processor-{processor.processor_id}", daemon=True
-        )
-        self._thread.start()
-
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if self._thread is None:
-            return
-        self.processor.stop()
-        self._thread.join(timeout=STOP_TIMEOUT_S)
-
-
-def serve_with_dramatiq(processor: ProcessorClient) -> bool:
-    """Attach ``processor`` when this process is a Dramatiq worker on our broker.
-
-    Call it at the bottom of a processor module: under
-    ``dramatiq pipeline.broker workers.x`` the global broker is a
-    :class:`RedisStreamsBroker` and the processor is attached to it; imported
-    anywhere else (a test, ``python -m workers.x``) nothing happens.
-    """
-    from dramatiq.broker import global_broker
-
-    if isinstance(global_broker, RedisStreamsBroker):
-        processor.ensure_allowed()  # at import: Dramatiq's CLI logs and ignores what worker boot raises
-        processor.attach(global_broker)
-        return True
-    return False
 
 
 def _resolve_redis_url(redis_url: str) -> str | None:
