@@ -31,10 +31,10 @@ from typing import Any, NamedTuple
 
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, ResponseError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
 
 from .connection import TRANSIENT_ERRORS
-from .direct import Command, DirectRedis
+from .direct import Command, DirectRedis, RoundTrips
 
 #: How many times one command is sent before its error reply is returned (redirects included).
 ATTEMPTS = 8
@@ -53,20 +53,13 @@ class _Unit(NamedTuple):
     ask: tuple[str, int] | None = None
 
 
-class ClusterDirectRedis:
+class ClusterDirectRedis(RoundTrips):
     """Hot-path round trips on a Redis Cluster, one :class:`DirectRedis` per master (see the module docstring)."""
 
     def __init__(self, client: RedisCluster) -> None:
         self.client = client
         self._masters: dict[str, DirectRedis] = {}
         self._lock = threading.Lock()
-
-    def execute(self, *args: Any) -> Any:
-        """Run one command and return its reply; an error reply is raised."""
-        reply = self.execute_many([args])[0]
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
 
     def execute_many(self, commands: Sequence[Command], scripts: Mapping[str, Script] | None = None) -> list[Any]:
         """Run ``commands``, one round trip per master; their replies in order, error replies as values."""

@@ -26,6 +26,7 @@ the same interface, one :class:`DirectRedis` per master.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,7 +41,28 @@ from . import forks
 Command = Sequence[Any]
 
 
-class DirectRedis:
+class RoundTrips(abc.ABC):
+    """What the broker's hot path needs of a Redis: batches of commands, one round trip each
+    (per server), replies in order. :class:`DirectRedis` on one Redis,
+    :class:`~pipeline.cluster.ClusterDirectRedis` on a cluster."""
+
+    def execute(self, *args: Any) -> Any:
+        """Run one command and return its reply; an error reply is raised."""
+        reply = self.execute_many([args])[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    @abc.abstractmethod
+    def execute_many(self, commands: Sequence[Command], scripts: Mapping[str, Script] | None = None) -> list[Any]:
+        """Run ``commands``; their replies in order, error replies as exception values."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Disconnect the idle connections."""
+
+
+class DirectRedis(RoundTrips):
     """Round trips on dedicated connections made like ``client``'s (see the module docstring)."""
 
     def __init__(self, client: redis.Redis) -> None:
@@ -49,13 +71,6 @@ class DirectRedis:
         self._connection_kwargs = dict(pool.connection_kwargs)
         self._idle: list[Any] = []
         self._generation = forks.generation()
-
-    def execute(self, *args: Any) -> Any:
-        """Run one command and return its reply; an error reply is raised."""
-        reply = self.execute_many([args])[0]
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
 
     def execute_many(self, commands: Sequence[Command], scripts: Mapping[str, Script] | None = None) -> list[Any]:
         """Run ``commands`` in one round trip; their replies in order, error replies as exception values.

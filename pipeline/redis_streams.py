@@ -38,7 +38,7 @@ from .cluster import ClusterDirectRedis
 from .connection import TRANSIENT_ERRORS, connect
 from .consumer import StreamConsumer
 from .dead_letters import DeadLetterQueue
-from .direct import DirectRedis
+from .direct import DirectRedis, RoundTrips
 from .embedded import EmbeddedRedis
 from .errors import DeadLettered
 from .hooks import HookTable
@@ -118,7 +118,9 @@ class RedisStreamsBroker(Broker):
         self.client: redis.Redis | RedisCluster = client
         #: The hot path's connections (:mod:`pipeline.direct`, :mod:`pipeline.cluster` on a Redis
         #: Cluster): sends, fetches, acks, routing.
-        self.direct = ClusterDirectRedis(client) if isinstance(client, RedisCluster) else DirectRedis(client)
+        self.direct: RoundTrips = (
+            ClusterDirectRedis(client) if isinstance(client, RedisCluster) else DirectRedis(client)
+        )
         self.namespace = namespace or settings.namespace
         self.lease_ms = lease_ms or settings.lease_ms
         self.max_deliveries = max_deliveries or settings.max_deliveries
