@@ -4,6 +4,11 @@ A frame message carries ``captured_at_ms`` and ``max_age_ms`` in its options
 (the router sets them; a per-processor ``max_age_ms`` actor option tightens
 them). Skipped frames are acknowledged, not retried, and counted under
 ``stale`` in the queue's drops hash so nothing disappears silently.
+
+A copy whose delivery ends here for good, processed or skipped (stale, or its
+image expired), also releases its reference to its claim-checked image, in the
+same round trip as its ack (:mod:`pipeline.claim_check`). A delivery that raises
+releases nothing: its retry keeps the reference, and a dead letter releases it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING
 from dramatiq.middleware import Middleware, SkipMessage
 from opentelemetry import trace
 
+from pipeline.claim_check import image_ref_of, release_commands
 from pipeline.frames import FRAME_OPTION, is_stale
 
 if TYPE_CHECKING:
@@ -23,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 class FrameFreshness(Middleware):
-    """Skips frame messages older than their max age (``SkipMessage``) and counts them."""
+    """Skips frame messages older than their max age (``SkipMessage``) and counts them; releases the
+    image reference of every frame copy it sees done for good."""
 
     @property
     def actor_options(self) -> set[str]:
@@ -46,6 +53,31 @@ class FrameFreshness(Middleware):
                 "frame dropped", {"frameflow.reason": "stale", "frameflow.max_age_ms": int(options["max_age_ms"])}
             )
             raise SkipMessage("stale frame")
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: object = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None:
+            _release_with_ack(broker, message)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        _release_with_ack(broker, message)
+
+
+def _release_with_ack(broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+    """Release the copy's image reference with its ack; a failed message is dead-lettered,
+    which releases it there (:meth:`pipeline.RedisStreamsBroker.dead_letter`)."""
+    ref = image_ref_of(message) if message.options.get(FRAME_OPTION) and not message.failed else None
+    run_with_ack = getattr(broker, "run_with_ack", None)
+    if ref is None or run_with_ack is None:
+        return
+    for command in release_commands(broker, [ref]):  # type: ignore[arg-type]
+        run_with_ack(*command)
 
 
 def _actor_max_age(broker: dramatiq.Broker, actor_name: str) -> int | None:

@@ -7,7 +7,13 @@ in flight is its pending count. A processor that offers several of the needed
 capabilities receives the frame once. Processors that are draining or whose
 breaker is open are skipped (one half-open probe is let through after the
 cool-down). With no live processor for a capability, the frame is parked
-with the reason and routed when a capable processor registers.
+with the reason and routed when a capable processor registers; a parked
+stream keeps ``FRAMEFLOW_PARKED_BOUND`` frames per capability, its oldest
+dropped and counted (``overflow``) beyond that.
+
+A claim-checked image is stored once with a count of the copies that need it
+(:mod:`pipeline.claim_check`); copies the queue bound or the parked bound drop
+release their references in a second round trip, taken only when some were dropped.
 
 Routing costs no Redis round trip per frame: the registry and queue loads are
 cached for ``refresh_s`` and the router adds what it routed since the last
@@ -28,11 +34,14 @@ import dramatiq
 import redis
 from dramatiq.middleware import Middleware
 
-from pipeline.errors import MalformedEntry
-from pipeline.frames import FRAME_OPTION, IMAGE_REF_FIELD, is_stale, now_ms
-from pipeline.keys import counts_key, image_key, parked_counts_key, parked_key, probe_key
+from pipeline.claim_check import release_commands, run_commands, store_commands
+from pipeline.frames import FRAME_OPTION, IMAGE_REF_FIELD, now_ms
+from pipeline.keys import counts_key, image_key, parked_counts_key, parked_drops_key, parked_key, probe_key
 from pipeline.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
-from pipeline.wire import decode_entry, encode_frame
+from pipeline.settings import Settings
+from pipeline.wire import encode_frame
+
+from .parking import parked_reason, release_parked
 
 if TYPE_CHECKING:
     from pipeline.redis_streams import RedisStreamsBroker
@@ -65,7 +74,9 @@ class _Plan:
     targets: list[ProcessorInfo]
     unserved: list[str]
     reason: str | None = None
+    image_ref: str | None = None
     enqueue_replies: list[int] = dataclasses.field(default_factory=list)
+    park_replies: list[int] = dataclasses.field(default_factory=list)
 
 
 class CapabilityRouter(Middleware):
@@ -76,6 +87,7 @@ class CapabilityRouter(Middleware):
       breaker_cooldown_s: how long an open breaker waits before one probe frame.
       image_ttl_s: how long a claim-checked image is kept at most (never past its frame's max age).
       default_max_age_ms: a frame's max age when it does not say.
+      parked_bound: frames kept per parked stream (0: unbounded); default ``FRAMEFLOW_PARKED_BOUND``.
     """
 
     def __init__(
@@ -85,11 +97,13 @@ class CapabilityRouter(Middleware):
         breaker_cooldown_s: float = 5.0,
         image_ttl_s: float = 60.0,
         default_max_age_ms: int = 5000,
+        parked_bound: int | None = None,
     ) -> None:
         self.refresh_s = refresh_s
         self.breaker_cooldown_s = breaker_cooldown_s
         self.image_ttl_s = image_ttl_s
         self.default_max_age_ms = default_max_age_ms
+        self.parked_bound = Settings.from_env().parked_bound if parked_bound is None else parked_bound
         self._lock = threading.Lock()
         self._processors: list[ProcessorInfo] = []
         self._load: dict[str, float] = {}
@@ -138,11 +152,11 @@ class CapabilityRouter(Middleware):
         in one pipeline. Frames are balanced as if routed one by one (each adds to its
         processors' load estimate before the next is placed)."""
         plans, commands = self._commands(broker, messages)
-        script = broker.scripts["enqueue_bounded"]
-        replies = broker.direct.execute_many(commands, scripts={script.sha: script})
+        replies = broker.direct.execute_many(commands, scripts=broker.scripts_by_sha)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+        _settle_drops(broker, plans, replies)
         return _decisions(plans, replies)
 
     def move(
@@ -166,7 +180,7 @@ class CapabilityRouter(Middleware):
             decision = self.route_message(broker, message)
             broker.client.xdel(stream, entry_id)
             return decision
-        scripts = {script.sha: script.script for script in broker.scripts.values()}
+        scripts = {sha: script.script for sha, script in broker.scripts_by_sha.items()}
         while True:
             with broker.client.pipeline(transaction=True) as pipe:
                 try:
@@ -185,6 +199,7 @@ class CapabilityRouter(Middleware):
             if failed:  # the entry is deleted but a copy was refused (out of memory...): put it back
                 broker.client.xadd(stream, fields)  # type: ignore[arg-type]
                 raise failed[0]
+            _settle_drops(broker, plans, replies)
             return _decisions(plans, replies)[0]
 
     def _commands(
@@ -222,13 +237,15 @@ class CapabilityRouter(Middleware):
             "captured_at_ms": message.options.get("captured_at_ms") or now_ms(),
             "max_age_ms": message.options.get("max_age_ms") or self.default_max_age_ms,
         }
-        image_data = frame.get("image_data", "")
-        if image_data and (len(targets) + len(unserved) > 1 or len(image_data) > INLINE_IMAGE_LIMIT):
-            key = image_key(broker.namespace, frame_id)
-            commands.append(("SET", key, image_data, "PX", self._image_ttl_ms(options)))
-            frame.pop("image_data")
-            frame[IMAGE_REF_FIELD] = key
         plan = _Plan(frame_id, targets, unserved)
+        image_data, copies = frame.get("image_data", ""), len(targets) + len(unserved)
+        if image_data and (copies > 1 or len(image_data) > INLINE_IMAGE_LIMIT):
+            ttl_ms = self._image_ttl_ms(options)
+            commands += store_commands(broker.namespace, frame_id, frame.pop("image_data"), copies, ttl_ms)
+            frame[IMAGE_REF_FIELD] = plan.image_ref = image_key(broker.namespace, frame_id)
+        elif frame.get(IMAGE_REF_FIELD) == image_key(broker.namespace, frame_id):
+            plan.image_ref = frame[IMAGE_REF_FIELD]  # re-routed: its one reference becomes `copies`
+            commands += release_commands(broker, [plan.image_ref], each=1 - copies) if copies != 1 else []
         script = broker.scripts["enqueue_bounded"]
         for info in targets:
             served = [capability for capability in capabilities if capability in info.capabilities]
@@ -252,7 +269,10 @@ class CapabilityRouter(Middleware):
             plan.reason = parked_reason(capability)
             fields = encode_frame(message, frame, options={**message.options, **options, "capabilities": [capability]})
             fields["parked_reason"] = plan.reason.encode()
-            commands.append(("XADD", parked_key(broker.namespace, capability), "*", *_flatten(fields)))
+            plan.park_replies.append(len(commands))
+            parked = parked_key(broker.namespace, capability)
+            park = broker.scripts["park_bounded"]
+            commands.append(("EVALSHA", park.sha, 1, parked, self.parked_bound, *_flatten(fields)))
         return plan
 
     def _image_ttl_ms(self, options: dict[str, Any]) -> int:
@@ -308,30 +328,40 @@ class CapabilityRouter(Middleware):
         )
         return bool(won)
 
-    # -- parked frames --------------------------------------------------------------------
+    # -- parked frames (middleware/parking.py) ---------------------------------------------
     def release_parked(self, broker: RedisStreamsBroker, capabilities: list[str]) -> tuple[int, int]:
-        """Route frames parked for ``capabilities``; frames past their max age are dropped
-        and counted as stale. Returns (routed, dropped)."""
-        self.invalidate()
-        routed = dropped = 0
-        for capability in capabilities:
-            key = parked_key(broker.namespace, capability)
-            for entry_id, fields in broker.client.xrange(key, count=1000):
-                message = _decode_parked(fields)
-                if message is None or is_stale(message.options):
-                    if broker.client.xdel(key, entry_id):  # counted by whoever deleted it, once
-                        dropped += 1
-                        broker.client.hincrby(f"{broker.namespace}:drops:parked", "stale", 1)
-                    continue
-                decision = self.move(broker, key, entry_id, message, fields)  # None: another process moved it
-                routed += 1 if decision is not None and decision.targets else 0
-        return routed, dropped
+        """Route frames parked for ``capabilities`` (:func:`middleware.parking.release_parked`)."""
+        return release_parked(self, broker, capabilities)
+
+
+def _settle_drops(broker: RedisStreamsBroker, plans: list[_Plan], replies: Sequence[Any]) -> None:
+    """Release the image references of the copies the bounds dropped (the queues' oldest, a
+    rejected newest, the parked streams' oldest) and count the parked drops, in one round trip."""
+    refs: list[bytes | str] = []
+    overflow = 0
+    for plan in plans:
+        for index in plan.enqueue_replies:
+            if not _accepted(replies[index]) and plan.image_ref:
+                refs.append(plan.image_ref)  # rejected: this copy was never stored
+            refs += replies[index][1:] if isinstance(replies[index], list) else []
+        for index in plan.park_replies:
+            overflow += int(replies[index][1])
+            refs += replies[index][2:]
+    commands = release_commands(broker, refs)
+    if overflow:
+        commands.append(("HINCRBY", parked_drops_key(broker.namespace), "overflow", overflow))
+    run_commands(broker, commands)
+
+
+def _accepted(reply: Any) -> bool:
+    """Whether an enqueue's reply (``XADD``'s id, or ``enqueue_bounded``'s list) says the copy was stored."""
+    return reply[0] is not None if isinstance(reply, list) else reply is not None
 
 
 def _decisions(plans: list[_Plan], replies: Sequence[Any]) -> list[RoutingDecision]:
     decisions = []
     for plan in plans:
-        dropped = sum(1 for index in plan.enqueue_replies if replies[index] is None)
+        dropped = sum(1 for index in plan.enqueue_replies if not _accepted(replies[index]))
         if plan.unserved:
             logger.info("Frame %s parked: %s.", plan.frame_id, plan.reason)
         decisions.append(
@@ -351,11 +381,6 @@ def _inlined(command: tuple[Any, ...], scripts: dict[str, str]) -> tuple[Any, ..
     if command[0] == "EVALSHA":
         return ("EVAL", scripts[command[1]], *command[2:])
     return command
-
-
-def parked_reason(capability: str) -> str:
-    """Why a frame was parked for ``capability`` (stored with it, and on its send span)."""
-    return f"no live processor for capability {capability!r}"
 
 
 def _flatten(fields: dict[str, Any]) -> list[Any]:
@@ -380,11 +405,3 @@ def backlog_and_in_flight(length: Any, groups: Any) -> tuple[int, int]:
             backlog = int(lag) if lag is not None else max(0, length - pending)
             return backlog, pending
     return length, 0
-
-
-def _decode_parked(fields: dict[bytes, bytes]) -> dramatiq.Message | None:
-    cleaned = {name: value for name, value in fields.items() if name != b"parked_reason"}
-    try:
-        return decode_entry(cleaned)
-    except MalformedEntry:
-        return None

@@ -76,7 +76,8 @@ def parked_counts_key(namespace: str) -> str:
 
 
 def parked_drops_key(namespace: str) -> str:
-    """Hash of parked frames dropped before any capable processor came (field ``stale``)."""
+    """Hash of parked frames dropped before any capable processor came, by reason: ``stale``
+    (past their max age), ``overflow`` (the oldest, beyond the parked bound)."""
     return f"{namespace}:drops:parked"
 
 
@@ -88,6 +89,20 @@ def parked_key(namespace: str, capability: str) -> str:
 def image_key(namespace: str, frame_id: str) -> str:
     """Where a claim-checked frame image is stored once for all its processors."""
     return f"{namespace}:image:{{{frame_id}}}"
+
+
+def image_refs_key(namespace: str, frame_id: str) -> str:
+    """How many copies of a frame still need its claim-checked image (same slot as the image)."""
+    return f"{namespace}:image-refs:{{{frame_id}}}"
+
+
+def frame_id_of_image_key(namespace: str, key: str) -> str | None:
+    """The frame id of ``key`` when it is a claim-checked image key of ``namespace``, else None."""
+    prefix = f"{namespace}:image:{{"
+    if key.startswith(prefix) and key.endswith("}") and len(key) > len(prefix) + 1:
+        frame_id = key[len(prefix) : -1]
+        return frame_id if "{" not in frame_id and "}" not in frame_id else None
+    return None
 
 
 def probe_key(namespace: str, processor_id: str) -> str:

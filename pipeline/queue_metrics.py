@@ -4,7 +4,7 @@ Workers count what they did in their own process (:mod:`middleware.metrics`);
 what happens before a worker takes a frame, or to a processor as a whole, is in
 Redis: frames routed to each queue (counted by every producer's router in the
 round trip that routes them), drops (queue bound, stale, image expired, parked
-frames nobody came for), parked frames, backlogs, dead letters and the registry.
+frames nobody came for or beyond the parked bound), parked frames, backlogs, dead letters and the registry.
 A scrape reads all of it in three round trips, however many frames flowed.
 
 Labels are processor ids, queue names, capabilities and drop reasons: all
@@ -25,8 +25,12 @@ from prometheus_client.registry import Collector
 from .keys import CONSUMER_GROUP, counts_key, parked_counts_key, parked_drops_key, parked_key, queue_keys
 from .registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
 
-#: The ``queue`` label of drops of parked frames (``reason="unroutable"``).
+#: The ``queue`` label of drops of parked frames: ``reason="unroutable"`` (stale before a processor
+#: came), ``reason="overflow"`` (the oldest, beyond the parked bound).
 PARKED_QUEUE = "parked"
+
+#: The ``reason`` label of each field of the parked drops hash that is named otherwise.
+PARKED_REASONS = {"stale": "unroutable"}
 
 
 class PipelineCollector(Collector):
@@ -103,7 +107,8 @@ class PipelineCollector(Collector):
             routed.add_metric(series, _int(_text_map(counts).get("routed")))
             for reason, count in sorted(_text_map(drops).items()):
                 dropped.add_metric([*series, reason], _int(count))
-        dropped.add_metric(["", PARKED_QUEUE, "unroutable"], _int(parked_drops.get("stale")))
+        for field in sorted({"stale", *parked_drops}):
+            dropped.add_metric(["", PARKED_QUEUE, PARKED_REASONS.get(field, field)], _int(parked_drops.get(field)))
 
         parked_total = CounterMetricFamily(
             "frameflow_frames_parked", "Frames parked: no live processor for a capability.", labels=["capability"]

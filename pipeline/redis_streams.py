@@ -24,7 +24,6 @@ import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
 from typing import Any
 
 import redis
@@ -34,6 +33,7 @@ from dramatiq.middleware import Middleware
 from redis.cluster import RedisCluster
 
 from .acks import AckBatcher
+from .claim_check import release_images
 from .cluster import ClusterDirectRedis
 from .connection import TRANSIENT_ERRORS, connect
 from .consumer import StreamConsumer
@@ -41,6 +41,7 @@ from .dead_letters import DeadLetterQueue
 from .direct import DirectRedis, RoundTrips
 from .embedded import EmbeddedRedis
 from .errors import DeadLettered
+from .failures import FailureMemory
 from .hooks import HookTable
 from .keys import CONSUMER_GROUP, QueueKeys, queue_keys, validate_queue_name
 from .leases import HeldEntries, LeaseKeeper
@@ -51,26 +52,11 @@ from .wire import decode_envelope, delayed_member, encode_message
 
 logger = logging.getLogger(__name__)
 
-#: How many failures ``join(fail_fast=True)`` can re-raise with their original exception type and arguments.
-REMEMBERED_FAILURES = 1000
-
 #: Delayed messages promoted per housekeeping pass.
 PROMOTE_BATCH = 500
 
 #: How often ``join`` looks at the queue.
 JOIN_POLL_S = 0.005
-
-
-def detach_exception(error: BaseException) -> BaseException | None:
-    """A copy of ``error`` (same type, args and attributes) without its traceback,
-    cause or context, made without calling ``__init__``; ``None`` if it cannot be copied."""
-    try:
-        copy = type(error).__new__(type(error), *error.args)
-        copy.args = error.args
-        copy.__dict__.update(getattr(error, "__dict__", {}))
-    except Exception:
-        return None
-    return copy
 
 
 class RedisStreamsBroker(Broker):
@@ -128,11 +114,12 @@ class RedisStreamsBroker(Broker):
         self.fail_fast_default = fail_fast_default
         self.group = CONSUMER_GROUP
         self.scripts = register_scripts(client)
+        #: The scripts by SHA, for round trips that run them (a Redis that lost its script cache gets them again).
+        self.scripts_by_sha = {script.sha: script for script in self.scripts.values()}
         self.queues: dict[str, QueueView] = {}
         self.leases = LeaseKeeper(self.scripts["renew"], self.group, self.lease_ms)
         self._keys: dict[str, QueueKeys] = {}
-        self._failures: OrderedDict[str, BaseException] = OrderedDict()
-        self._failures_lock = threading.Lock()
+        self._failures = FailureMemory()
         self._instance = uuid.uuid4().hex[:8]
         self._consumers: dict[str, weakref.WeakSet[StreamConsumer]] = {}
         self._held_entries: dict[str, HeldEntries] = {}
@@ -177,7 +164,7 @@ class RedisStreamsBroker(Broker):
             batcher = AckBatcher(
                 lambda entry_ids: self.acknowledge(keys, entry_ids),
                 self.held_entries(queue_name).release_acked,
-                self.direct.execute_many,
+                lambda commands: self.direct.execute_many(commands, scripts=self.scripts_by_sha),
                 name=f"frameflow-acks-{queue_name}",
             )
             batcher = self._ack_batchers.setdefault(queue_name, batcher)
@@ -236,18 +223,26 @@ class RedisStreamsBroker(Broker):
         """Whether this thread processes messages (a Dramatiq worker thread)."""
         return getattr(self._delivery, "worker", False)
 
-    def write_with_ack(self, stream: str, fields: dict[str, Any]) -> None:
+    def write_with_ack(self, stream: str, fields: dict[str, Any], *, maxlen: int = 0) -> None:
         """Append an entry to ``stream`` as part of the acknowledgement of the message this
         thread is processing (a processor's result): written, with the other acks of its
         batch, just before the ack; a message is only acked once its entries are written,
         and a delivery that raises writes nothing. Outside a delivery, written at once.
+        ``maxlen`` (> 0) caps the stream at about that many entries (``MAXLEN ~``).
         """
-        command = ("XADD", stream, "*", *(item for pair in fields.items() for item in pair))
+        cap = ("MAXLEN", "~", maxlen) if maxlen > 0 else ()
+        self.run_with_ack("XADD", stream, *cap, "*", *(item for pair in fields.items() for item in pair))
+
+    def run_with_ack(self, *command: Any) -> None:
+        """Run ``command`` with the acknowledgement of the message this thread is processing,
+        as :meth:`write_with_ack` writes (a claim-checked image's release); at once outside a delivery."""
         deferred = getattr(getattr(self._delivery, "message", None), "deferred", None)
-        if deferred is None:
-            self.direct.execute(*command)
-        else:
+        if deferred is not None:
             deferred.append(command)
+            return
+        reply = self.direct.execute_many([command], scripts=self.scripts_by_sha)[0]
+        if isinstance(reply, Exception):
+            raise reply
 
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)
@@ -308,8 +303,7 @@ class RedisStreamsBroker(Broker):
         for queue_name in self.queues:
             self.flush(queue_name)
             self.client.delete(self.keys_for(queue_name).dead)
-        with self._failures_lock:
-            self._failures.clear()
+        self._failures.clear()
 
     def join(self, queue_name: str, *, timeout: int | None = None, fail_fast: bool | None = None) -> None:
         """Wait until every message of ``queue_name`` (ready, running or delayed) is done.
@@ -362,30 +356,11 @@ class RedisStreamsBroker(Broker):
         return [proxy for queue_name in self.queues for proxy in self._dead_letter_proxies(queue_name)]
 
     def _dead_letter_proxies(self, queue_name: str) -> list[MessageProxy]:
-        proxies = []
-        for letter in self.dead_letter_queue(queue_name).list():
-            if letter.message is None:
-                continue
-            proxy = MessageProxy(letter.message)
-            with self._failures_lock:
-                error = self._failures.get(letter.message.message_id)
-            proxy.stuff_exception(error or DeadLettered(letter.reason, letter.message.message_id))
-            proxies.append(proxy)
-        return proxies
+        return self._failures.proxies(self.dead_letter_queue(queue_name).list())
 
     def remember_failure(self, message_id: str, error: BaseException) -> None:
-        """Keep a detached copy of ``error`` for ``join(fail_fast=True)``.
-
-        Never the object itself: its traceback pins the actor's frames and their
-        locals (whole camera frames), and a worker would keep a thousand of them.
-        """
-        detached = detach_exception(error)
-        if detached is None:
-            return
-        with self._failures_lock:
-            self._failures[message_id] = detached
-            while len(self._failures) > REMEMBERED_FAILURES:
-                self._failures.popitem(last=False)
+        """Keep a detached copy of ``error`` for ``join(fail_fast=True)`` (:mod:`pipeline.failures`)."""
+        self._failures.remember(message_id, error)
 
     # -- operations the consumer runs ------------------------------------------------------
     def acknowledge(self, keys: QueueKeys, entry_ids: list[bytes]) -> None:
@@ -398,7 +373,9 @@ class RedisStreamsBroker(Broker):
                 raise reply
 
     def dead_letter(self, keys: QueueKeys, entry_id: bytes, reason: str, envelope: bytes | None) -> None:
-        self.scripts["nack"](
+        """Dead-letter one entry with ``reason``; a dead letter is done for good, so the
+        reference it held to its claim-checked image is released."""
+        image_ref = self.scripts["nack"](
             keys=list(keys),
             args=[
                 self.group,
@@ -410,9 +387,11 @@ class RedisStreamsBroker(Broker):
                 self._queue_name_of(keys),
             ],
         )
+        if image_ref:
+            release_images(self, [image_ref])
 
     def run_claim(self, keys: QueueKeys, consumer_name: str, count: int) -> tuple[list, Any, list[bytes]]:
-        claimed, next_due, poisoned = self.scripts["claim"](
+        claimed, next_due, poisoned, poisoned_refs = self.scripts["claim"](
             keys=list(keys),
             args=[
                 self.group,
@@ -426,6 +405,7 @@ class RedisStreamsBroker(Broker):
                 PROMOTE_BATCH,
             ],
         )
+        release_images(self, poisoned_refs)
         return claimed, next_due, poisoned
 
     def _queue_name_of(self, keys: QueueKeys) -> str:

@@ -97,6 +97,10 @@ class ResultReader:
     Entries that are not results (:func:`result_problem`: not UTF-8, no ``frame_id``, too large)
     are acknowledged and skipped, never raised: each is logged with its reason and counted in
     :attr:`rejected` (reason → count), so one bad writer cannot stop a consumer.
+
+    Processors cap result streams at about ``FRAMEFLOW_RESULTS_MAXLEN`` entries (``XADD ... MAXLEN ~``):
+    a consumer that falls that many results behind loses the oldest, as with any capped stream
+    (a pending entry trimmed away comes back empty and is acknowledged away).
     """
 
     def __init__(

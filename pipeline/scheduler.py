@@ -27,6 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import CollectorRegistry
 
+from .claim_check import release_images
 from .connection import TRANSIENT_ERRORS
 from .errors import MalformedEntry
 from .frames import is_stale
@@ -154,7 +155,8 @@ class PipelineScheduler:
                 self.broker.dead_letter(keys, entry_id, f"malformed entry: {error}", None)
                 continue
             if is_stale(message.options):
-                self.broker.scripts["drop_entry"](keys=[keys.stream, keys.drops], args=[entry_id, "stale"])
+                dropped = self.broker.scripts["drop_entry"](keys=[keys.stream, keys.drops], args=[entry_id, "stale"])
+                release_images(self.broker, dropped[1:])  # the dropped copy's image reference, if it had one
             elif router.move(self.broker, keys.stream, entry_id, message, fields) is not None:
                 rerouted += 1
         client.delete(keys.stream, keys.delayed)

@@ -63,6 +63,12 @@ class Settings:
       wait_for_redis_s: ``FRAMEFLOW_WAIT_FOR_REDIS``, seconds a processor run the seed's way
         (``python -m workers.x``) waits for Redis to answer before giving up (the CLI's
         ``--wait-for-redis``); 0, the default, gives up at once.
+      results_maxlen: ``FRAMEFLOW_RESULTS_MAXLEN``, about how many entries a result stream keeps
+        (``XADD ... MAXLEN ~``); 0 keeps every result. A consumer that falls this many results
+        behind loses the oldest, as with any capped stream.
+      parked_bound: ``FRAMEFLOW_PARKED_BOUND``, how many frames wait at most on the parked stream of
+        a capability no live processor serves; beyond it the oldest is dropped and counted
+        (``overflow``). 0 keeps every parked frame.
     """
 
     redis_url: str | None = None
@@ -77,6 +83,8 @@ class Settings:
     model_dir: str = os.path.join("~", ".cache", "frameflow", "models")
     allowed_processors: tuple[str, ...] = ()
     wait_for_redis_s: int = 0
+    results_maxlen: int = 10_000
+    parked_bound: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +105,8 @@ class Settings:
             model_dir=env.get("FRAMEFLOW_MODEL_DIR") or _cache_dir(env, cls.model_dir),
             allowed_processors=_patterns(env, "FRAMEFLOW_ALLOWED_PROCESSORS"),
             wait_for_redis_s=_int(env, "FRAMEFLOW_WAIT_FOR_REDIS", cls.wait_for_redis_s),
+            results_maxlen=_int(env, "FRAMEFLOW_RESULTS_MAXLEN", cls.results_maxlen),
+            parked_bound=_int(env, "FRAMEFLOW_PARKED_BOUND", cls.parked_bound),
         )
 
     def processor_allowed(self, processor_id: str) -> bool:

@@ -6,7 +6,7 @@ processes whose work per frame takes a known time (so their capacity is known),
 publishes at ``overload`` times that capacity for ``duration_s``, stops, waits
 until every queue is drained, and accounts for every frame: processed, or
 dropped with its reason (the queue bound, stale, an expired image, a dead
-letter, parked for want of a processor). It samples Redis's ``used_memory``
+letter, parked for want of a processor, then stale or beyond the parked bound). It samples Redis's ``used_memory``
 against its ``maxmemory`` all along, and measures the latency (capture to
 result) and the age at processing start of the frames processed.
 
@@ -199,7 +199,7 @@ def run_soak(plan: SoakPlan) -> SoakSummary:
                 producer = processes.enter_context(contextlib.closing(FrameProducer(url, max_age_ms=plan.max_age_ms)))
                 if not await_registration(ProcessorRegistry(client, namespace), plan.processor_ids, 60.0):
                     raise FrameflowError(f"the soak's {plan.processors} processors did not register within 60 s")
-                parked_before = int(client.hget(parked_drops_key(namespace), "stale") or 0)
+                parked_before = parked_drops(client, namespace)
                 sampler, collector = MemorySampler(url), ResultCollector(url, plan.result_stream)
                 sampler.start()
                 collector.start()
@@ -280,7 +280,14 @@ def _wait_drained(client: redis.Redis, namespace: str, plan: SoakPlan) -> None:
         time.sleep(0.05)
 
 
-def count_drops(client: redis.Redis, namespace: str, plan: SoakPlan, parked_before: int) -> tuple[dict[str, int], int]:
+def parked_drops(client: redis.Redis, namespace: str) -> dict[str, int]:
+    """The parked drops hash (reason → count): shared by every capability, so read before and after."""
+    return {reason.decode(): int(count) for reason, count in client.hgetall(parked_drops_key(namespace)).items()}
+
+
+def count_drops(
+    client: redis.Redis, namespace: str, plan: SoakPlan, parked_before: dict[str, int]
+) -> tuple[dict[str, int], int]:
     """Frames dropped by reason (every processor queue's drops hash, its dead letters and the
     parked frames of the soak's capability), and frames still queued."""
     drops = dict.fromkeys(DROP_REASONS, 0)
@@ -292,7 +299,9 @@ def count_drops(client: redis.Redis, namespace: str, plan: SoakPlan, parked_befo
             drops[name] = drops.get(name, 0) + int(count)
         drops["dead_letter"] += int(client.xlen(queue.dead))
         left += int(client.xlen(queue.stream)) + int(client.zcard(queue.delayed))
-    drops["parked_stale"] = int(client.hget(parked_drops_key(namespace), "stale") or 0) - parked_before
+    parked_after = parked_drops(client, namespace)
+    for reason in set(parked_before) | set(parked_after):
+        drops[f"parked_{reason}"] = parked_after.get(reason, 0) - parked_before.get(reason, 0)
     drops["parked_waiting"] = int(client.xlen(parked_key(namespace, plan.capability)))
     return drops, left
 

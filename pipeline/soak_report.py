@@ -20,6 +20,7 @@ DROP_REASONS = {
     "image_expired": "image expired",
     "dead_letter": "dead-lettered",
     "parked_stale": "parked, then stale (no processor)",
+    "parked_overflow": "parked, then over the parked bound",
     "parked_waiting": "parked, no processor yet",
 }
 

@@ -7,6 +7,7 @@ the processors' pace as measured in the run, never picked by hand.
 
 from __future__ import annotations
 
+import base64
 import os
 
 import pytest
@@ -66,6 +67,32 @@ def test_processors_work_on_the_freshest_frames(overloaded: SoakSummary) -> None
     age, summary = overloaded.age_ms, overloaded
     assert age.p95 <= summary.age_bound_ms
     assert summary.age_bound_ms < summary.plan.drain_ms / 2  # fresher than a queue that kept its oldest
+
+
+@pytest.fixture(scope="module")
+def overloaded_with_large_images() -> SoakSummary:
+    """A short soak whose 70 KB images are all claim-checked (over the inline limit once in base64):
+    at 10x, images kept until their TTL would pass the 64 MiB bound in about a second."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("REDIS_URL", raising=False)
+        patch.delenv("REDIS_HOST", raising=False)
+        plan = SoakPlan(duration_s=3, overload=10, processors=2, capacity=2, processing_ms=20, image_bytes=70_000)
+        return run_soak(plan)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_claim_checked_images_live_only_as_long_as_their_copies(overloaded_with_large_images: SoakSummary) -> None:
+    summary = overloaded_with_large_images
+    assert len(base64.b64encode(bytes(summary.plan.image_bytes))) > INLINE_IMAGE_LIMIT  # every image claim-checked
+    expired_at_bound_s = summary.memory_bound / (summary.offered_fps * summary.plan.image_bytes)
+    assert expired_at_bound_s < summary.plan.max_age_ms / 1000  # kept for their TTL, they would not fit
+    assert summary.memory_bound_source == "server maxmemory"  # noeviction: a write over it is refused
+    assert summary.refused == 0, summary.first_error
+    assert summary.memory_baseline <= summary.memory_peak <= summary.memory_bound
+    assert summary.frames_in == summary.processed + sum(summary.drops.values())
+    assert summary.unaccounted == summary.left_queued == 0
+    assert summary.drops["bound"] > 0
 
 
 @pytest.mark.slow

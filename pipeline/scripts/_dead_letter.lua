@@ -1,14 +1,28 @@
--- Shared by every script that dead-letters (prepended by pipeline/lua.py).
+-- Shared by every script (prepended by pipeline/lua.py).
+
+-- The claim-checked image an entry's fields (a flat XRANGE reply) name, or false:
+-- a script that removes a frame for good returns it, so that its caller releases
+-- the image's reference (the image lives in another slot on a Redis Cluster).
+local function image_ref_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'image_ref' then return fields[i + 1] end
+  end
+  return false
+end
+
 -- Moves one entry of KEYS[1] (the stream) to KEYS[3] (its dead-letter stream)
 -- with the reason, then acknowledges and deletes it, all inside the caller's
 -- atomic script. `envelope` (may be false) replaces the stored message field,
 -- so the dead letter keeps what the worker knew (retry counts, traceback).
--- Dead letters older than `ttl_ms` are trimmed on the way.
+-- Dead letters older than `ttl_ms` are trimmed on the way. Returns the entry's
+-- image_ref (or false): a dead letter is done for good, its image reference goes.
 local function dead_letter(group, id, reason, envelope, now_ms, ttl_ms, queue_name)
   local found = redis.call('XRANGE', KEYS[1], id, id)
   local fields = {}
+  local image_ref = false
   if found[1] then
     local stored = found[1][2]
+    image_ref = image_ref_of(stored)
     for i = 1, #stored, 2 do
       local name = stored[i]
       if not (envelope and name == 'message') and string.sub(name, 1, 5) ~= 'dead_' then
@@ -33,6 +47,7 @@ local function dead_letter(group, id, reason, envelope, now_ms, ttl_ms, queue_na
   redis.call('XTRIM', KEYS[3], 'MINID', tostring(now_ms - ttl_ms))
   redis.call('XACK', KEYS[1], group, id)
   redis.call('XDEL', KEYS[1], id)
+  return image_ref
 end
 
 -- Creates the consumer group if the stream or the group is missing (a new

@@ -7,7 +7,8 @@
 -- 2. Entries whose lease lapsed (pending and idle longer than lease_ms: their
 --    consumer died or lost Redis) are claimed by this consumer, or, when
 --    already delivered max_deliveries times, dead-lettered as poison.
--- Returns {claimed entries, eta of the next delayed message or false, poisoned ids}.
+-- Returns {claimed entries, eta of the next delayed message or false, poisoned ids,
+-- the image_refs of the poisoned entries that had one}.
 local group, consumer = ARGV[1], ARGV[2]
 local now_ms, lease_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_deliveries, claim_count = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -23,18 +24,19 @@ for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[2], member)
 end
 
-local claimed, poisoned = {}, {}
+local claimed, poisoned, poisoned_refs = {}, {}, {}
 if claim_count > 0 then
   local expired = redis.call('XPENDING', KEYS[1], group, 'IDLE', lease_ms, '-', '+', claim_count)
   local ids = {}
   for _, pending in ipairs(expired) do
     local id, deliveries = pending[1], tonumber(pending[4])
     if deliveries >= max_deliveries then
-      dead_letter(group, id,
+      local image_ref = dead_letter(group, id,
         'poison: delivered ' .. deliveries .. ' times and never acknowledged ' ..
         '(each time its worker died or lost Redis before finishing)',
         false, now_ms, dead_ttl_ms, queue_name)
       table.insert(poisoned, id)
+      if image_ref then table.insert(poisoned_refs, image_ref) end
     else
       table.insert(ids, id)
     end
@@ -53,4 +55,4 @@ if claim_count > 0 then
 end
 
 local next_due = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-return {claimed, next_due[2] or false, poisoned}
+return {claimed, next_due[2] or false, poisoned, poisoned_refs}
