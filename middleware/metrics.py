@@ -14,7 +14,10 @@ configuration, never from a frame, so their number stays bounded.
 Counters, per delivery:
 
 * ``frameflow_frames_processed_total``: the actor returned;
-* ``frameflow_frames_failed_total``: the actor raised (every attempt);
+* ``frameflow_frames_failed_total``: the actor raised (every attempt), refusals aside;
+* ``frameflow_frames_rejected_total``: the frame was refused before its processing began
+  (:class:`~pipeline.errors.FrameRefused`: raised by a processor's intake checks, or a
+  skipped message failed by its options guard);
 * ``frameflow_frames_retried_total``: ... and the Retries middleware sent it again;
 * ``frameflow_frames_dead_lettered_total``: the message was dead-lettered (nacked).
 
@@ -47,6 +50,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from pipeline.errors import FrameRefused
+
 if TYPE_CHECKING:
     import dramatiq
 
@@ -57,7 +62,8 @@ LABELS = ("processor", "queue")
 
 _COUNTERS = {
     "processed": "Deliveries whose actor returned.",
-    "failed": "Deliveries whose actor raised (every attempt).",
+    "failed": "Deliveries whose actor raised (every attempt), refusals aside.",
+    "rejected": "Frames refused before their processing began (intake checks, options guard).",
     "retried": "Failed deliveries sent again by the Retries middleware.",
     "dead_lettered": "Messages dead-lettered after their delivery.",
 }
@@ -99,12 +105,13 @@ class _Series:
         "processed",
         "processing",
         "queue_wait",
+        "rejected",
         "retried",
     )
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.processed = self.failed = self.retried = self.dead_lettered = self.in_flight = 0
+        self.processed = self.failed = self.rejected = self.retried = self.dead_lettered = self.in_flight = 0
         self.queue_wait, self.processing, self.end_to_end = _Histogram(), _Histogram(), _Histogram()
 
 
@@ -134,7 +141,7 @@ class MetricsStore(Collector):
         for key, series in sorted(self.series.items()):
             labels = list(key)
             with series.lock:
-                counts = (series.processed, series.failed, series.retried, series.dead_lettered)
+                counts = (series.processed, series.failed, series.rejected, series.retried, series.dead_lettered)
                 running = series.in_flight
                 observed = [
                     (histogram.cumulative(), histogram.sum)
@@ -225,7 +232,10 @@ class Metrics(Middleware):
         with series.lock:
             series.in_flight -= 1
             series.processing.observe(ran)
-            series.failed += 1
+            if isinstance(exception, FrameRefused):
+                series.rejected += 1
+            else:
+                series.failed += 1
             if retried:
                 series.retried += 1
 
@@ -233,8 +243,11 @@ class Metrics(Middleware):
         started = getattr(self._local, "started", None)
         if started is not None:
             self._local.started = None
+            refused = message.failed and isinstance(getattr(message, "_exception", None), FrameRefused)
             with started[0].lock:
                 started[0].in_flight -= 1
+                if refused:  # skipped and failed by a processor's options guard
+                    started[0].rejected += 1
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         series = self.store.get(str(message.options.get("processor") or ""), message.queue_name)

@@ -8,6 +8,7 @@ to recover from that type (it restarts the consumer and retries acks).
 from __future__ import annotations
 
 from dramatiq.errors import DramatiqError
+from dramatiq.middleware import SkipMessage
 
 
 class FrameflowError(DramatiqError):
@@ -71,6 +72,27 @@ class UnprocessableFrame(FrameflowError):
 
 class ImageDecodeError(UnprocessableFrame, ValueError):
     """A frame's image could not be decoded; the message names the frame, its format and the cause."""
+
+
+class FrameRefused(UnprocessableFrame):
+    """A frame refused before its processing began: by the processor's intake checks
+    (:mod:`pipeline.intake`) or its options guard (:class:`ForbiddenOption`).
+
+    Dead-lettered at once like any :class:`UnprocessableFrame`, and counted as ``rejected``,
+    never as ``failed``: the processor never worked on it.
+    """
+
+    @classmethod
+    def of(cls, error: UnprocessableFrame) -> FrameRefused:
+        """``error`` as a refusal, with its text."""
+        return error if isinstance(error, FrameRefused) else cls(*error.args)
+
+
+class ForbiddenOption(FrameRefused, SkipMessage):
+    """A message on a processor queue carries an option with which Dramatiq would send another
+    message (:mod:`middleware.processor_guard`). A :class:`~dramatiq.middleware.SkipMessage`, raised
+    with the message failed, as Dramatiq's AgeLimit refuses one: no actor, callback, pipeline or
+    retry runs, and the broker dead-letters it."""
 
 
 class BatchFailed(FrameflowError):

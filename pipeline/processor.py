@@ -36,11 +36,12 @@ import redis
 from middleware.breaker import CircuitBreaker
 from middleware.freshness import FrameFreshness
 from middleware.observability import add_observability
+from middleware.processor_guard import guard_processor_queue
 from middleware.routing import CapabilityRouter
 
 from .batching import FrameBatcher, overrides
 from .connection import connect
-from .errors import FrameflowError, RegistrationRefused, UnprocessableFrame
+from .errors import FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
 from .frames import frame_size_limit
 from .health import HealthServer
 from .heartbeat import MISSED_BEATS, Heartbeat
@@ -111,6 +112,8 @@ class ProcessorClient:
         self.stats = ProcessorStats()
         #: Larger frame images are refused unread (FRAMEFLOW_MAX_FRAME_BYTES, as for producers).
         self.max_frame_bytes = frame_size_limit()
+        #: Result streams are capped at about this many entries (FRAMEFLOW_RESULTS_MAXLEN; 0: uncapped).
+        self.results_maxlen = Settings.from_env().results_maxlen
         self.broker: RedisStreamsBroker | None = None
         self._slots = threading.BoundedSemaphore(capacity)
         self._worker: dramatiq.Worker | None = None
@@ -159,6 +162,7 @@ class ProcessorClient:
             if not any(isinstance(middleware, needed) for middleware in broker.middleware):
                 broker.add_middleware(needed())
         add_observability(broker)  # log context, tracing and metrics, at the front of the stack
+        guard_processor_queue(broker, self.queue_name, self.stats.rejected_with)  # right behind them
         dramatiq.actor(
             self._handle,
             broker=broker,
@@ -314,8 +318,13 @@ class ProcessorClient:
     def _handle(self, *args: Any, **kwargs: Any) -> None:
         broker = self.broker
         assert broker is not None
-        frame = checked_frame(args, kwargs, self.max_frame_bytes)
-        frame_data = frame_data_of(broker, self.queue_name, frame, self.max_frame_bytes)
+        try:
+            frame = checked_frame(args, kwargs, self.max_frame_bytes)
+            frame_data = frame_data_of(broker, self.queue_name, frame, self.max_frame_bytes)
+        except UnprocessableFrame as error:
+            refusal = FrameRefused.of(error)  # rejected, never started: not a failure of the processor
+            self.stats.rejected_with(refusal)
+            raise refusal from None
         with self._slots:
             self.stats.started()
             began = time.perf_counter()
@@ -337,7 +346,8 @@ class ProcessorClient:
                 latency_ms=latency_ms,
                 trace_context=current_trace_context(),  # the processing span: consumers continue the trace
             )
-            broker.write_with_ack(self.result_stream, fields)  # in the same round trip as the frame's ack
+            # In the same round trip as the frame's ack.
+            broker.write_with_ack(self.result_stream, fields, maxlen=self.results_maxlen)
 
     def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:
         if self._batcher is not None:

@@ -1,4 +1,8 @@
-"""Counters a processor keeps about itself, for heartbeats, health and metrics."""
+"""Counters a processor keeps about itself, for heartbeats, health and metrics.
+
+``failed`` counts frames the processor worked on and could not process; ``rejected`` those
+refused before it began (the intake checks, the options guard): bad input, not a failing processor.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 
 class ProcessorStats:
-    """Thread-safe counts of frames in flight, processed and failed, and the latest latency."""
+    """Thread-safe counts of frames in flight, processed, failed and rejected, and the latest latency."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -16,8 +20,10 @@ class ProcessorStats:
         self.in_flight = 0
         self.processed = 0
         self.failed = 0
+        self.rejected = 0
         self.latency_ms = 0.0
         self.last_error = ""
+        self.last_rejection = ""
 
     def started(self) -> None:
         with self._lock:
@@ -33,7 +39,13 @@ class ProcessorStats:
         with self._lock:
             self.in_flight -= 1
             self.failed += 1
-            self.last_error = f"{type(error).__name__}: {error}"[:500]
+            self.last_error = _described(error)
+
+    def rejected_with(self, refusal: BaseException) -> None:
+        """A frame refused before :meth:`started`; ``refusal`` says why (its dead letter keeps it)."""
+        with self._lock:
+            self.rejected += 1
+            self.last_rejection = _described(refusal)
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_at
@@ -44,6 +56,12 @@ class ProcessorStats:
                 "in_flight": self.in_flight,
                 "processed": self.processed,
                 "failed": self.failed,
+                "rejected": self.rejected,
                 "latency_ms": round(self.latency_ms, 3),
                 "last_error": self.last_error,
+                "last_rejection": self.last_rejection,
             }
+
+
+def _described(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]

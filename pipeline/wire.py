@@ -42,7 +42,9 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 
 #: Options that Dramatiq's middleware or frameflow compute with, and the types they need. A wrong
 #: type fails inside a middleware hook, which Dramatiq only logs: ``retries: "x"`` made Retries fail,
-#: so a failed message was acked with neither a retry nor a dead letter.
+#: so a failed message was acked with neither a retry nor a dead letter. The options that make Dramatiq
+#: send other messages (``on_*``, ``pipe_*``) are only type-checked here: a processor queue refuses
+#: them outright (:mod:`middleware.processor_guard`), while plain actors may use them.
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "retries": (int,),
     "max_retries": (int, type(None)),
