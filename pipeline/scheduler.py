@@ -32,9 +32,9 @@ from .connection import TRANSIENT_ERRORS
 from .errors import MalformedEntry
 from .frames import is_stale
 from .health import HealthServer
-from .keys import parked_key
+from .keys import QueueKeys, parked_key, queue_name_for
 from .queue_metrics import PipelineCollector, scrape_targets
-from .redis_streams import RedisStreamsBroker
+from .redis_streams import PROMOTE_BATCH, RedisStreamsBroker
 from .registry import ProcessorRegistry
 from .settings import Settings
 from .wire import decode_entry
@@ -46,6 +46,12 @@ HEALTH_STREAM_LENGTH = 10_000
 
 #: The shortest time a reaping lock outlives its scheduler's last move (see ``PipelineScheduler.lock_ms``).
 REAP_LOCK_MIN_S = 2.0
+
+#: How many times one reaping reads a dead processor's queue again when frames keep arriving.
+REAP_PASSES = 5
+
+#: A time after every retry's eta (ms since the epoch): promotes all delayed retries at once.
+FAR_FUTURE_MS = 2**52
 
 
 class PipelineScheduler:
@@ -139,15 +145,45 @@ class PipelineScheduler:
         return int(max(2 * self.interval_s, REAP_LOCK_MIN_S) * 1000)
 
     def _reroute_backlog(self, processor_id: str, still_reaping: Callable[[], object]) -> int:
-        queue_name = f"frames.ready.{processor_id}"
-        keys = self.broker.keys_for(queue_name)
-        router = self.broker.router
-        client = self.broker.client
+        """Move every frame of a dead processor's queue, its pending retries included, and delete
+        the queue once it is empty; a queue still written to (a router's cached registry) is read
+        again, up to :data:`REAP_PASSES` times, then left to the next tick, never deleted unread."""
+        keys = self.broker.keys_for(f"frames.ready.{processor_id}")
         rerouted = 0
-        for entry_id, fields in client.xrange(keys.stream):
-            if self.registry.get(processor_id) is not None:
+        for _ in range(REAP_PASSES):
+            self._promote_retries(keys)
+            moved = self._reroute_entries(processor_id, keys, still_reaping)
+            if moved is None:
                 logger.info("Processor %s came back; leaving the rest of its queue to it.", processor_id)
                 return rerouted
+            rerouted += moved
+            if self.broker.scripts["delete_if_drained"](keys=[keys.stream, keys.delayed]):
+                self.registry.forget([processor_id])
+                break
+        else:
+            logger.warning("The queue of dead processor %s is still being written to; next tick.", processor_id)
+        if rerouted:
+            logger.warning("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
+        return rerouted
+
+    def _promote_retries(self, keys: QueueKeys) -> None:
+        """Move the queue's delayed retries into its stream, due or not (``claim.lua`` with a time
+        past every eta and nothing to claim): a dead processor will never run them."""
+        while self.broker.client.zcard(keys.delayed):
+            self.broker.scripts["claim"](
+                keys=list(keys),
+                args=[self.broker.group, self.broker.consumer_name, FAR_FUTURE_MS, self.broker.lease_ms,
+                      self.broker.max_deliveries, 0, self.broker.dead_letter_ttl_ms,
+                      queue_name_for(keys.stream), PROMOTE_BATCH],
+            )  # fmt: skip
+
+    def _reroute_entries(self, processor_id: str, keys: QueueKeys, still_reaping: Callable[[], object]) -> int | None:
+        """Move each frame of the stream once; the frames moved, or None if the processor came back."""
+        router = self.broker.router
+        rerouted = 0
+        for entry_id, fields in self.broker.client.xrange(keys.stream):
+            if self.registry.get(processor_id) is not None:
+                return None
             still_reaping()
             try:
                 message = decode_entry(fields)
@@ -159,10 +195,6 @@ class PipelineScheduler:
                 release_images(self.broker, dropped[1:])  # the dropped copy's image reference, if it had one
             elif router.move(self.broker, keys.stream, entry_id, message, fields) is not None:
                 rerouted += 1
-        client.delete(keys.stream, keys.delayed)
-        self.registry.forget([processor_id])
-        if rerouted:
-            logger.warning("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
         return rerouted
 
     def release_parked(self) -> tuple[int, int]:

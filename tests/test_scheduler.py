@@ -11,6 +11,7 @@ from middleware.routing import CapabilityRouter
 from pipeline import FrameProducer, ProcessorClient, RedisStreamsBroker
 from pipeline.processor import SEED_DEFAULT_REDIS_URL, _resolve_redis_url
 from pipeline.scheduler import PipelineScheduler
+from pipeline.wire import decode_entry
 from tests.processor_harness import publish, register_fake, running, wait_for
 
 
@@ -50,6 +51,52 @@ def test_two_schedulers_never_reroute_the_same_backlog(scheduler: PipelineSchedu
     assert scheduler.reap_dead() == {"gone": 1}
     assert redis_client.xlen("frames:ready:peer") == 1
     assert scheduler.reap_dead() == {}  # forgotten: nothing to do twice
+    producer.close()
+
+
+def test_a_dead_processors_pending_retries_are_rerouted_not_deleted(
+    scheduler: PipelineScheduler, redis_url, redis_client
+) -> None:
+    register_fake(redis_client, "gone", ("face_detection",))
+    producer = FrameProducer(redis_url, max_age_ms=60_000)
+    retried, queued = publish(producer, ["face_detection"]), publish(producer, ["face_detection"])
+    [(entry_id, fields), _] = redis_client.xrange("frames:ready:gone")
+    redis_client.xdel("frames:ready:gone", entry_id)  # its first attempt failed: a retry waits a minute
+    scheduler.broker.enqueue(decode_entry(fields), delay=60_000)
+    assert redis_client.zcard("frameflow:delayed:{frames:ready:gone}") == 1
+    redis_client.delete("frameflow:processor:gone")
+    register_fake(redis_client, "peer", ("face_detection",))
+
+    assert scheduler.reap_dead() == {"gone": 2}
+    moved = [decode_entry(fields).args[0]["frame_id"] for _, fields in redis_client.xrange("frames:ready:peer")]
+    assert sorted(moved) == sorted([retried.frame_id, queued.frame_id])
+    assert not redis_client.exists("frames:ready:gone", "frameflow:delayed:{frames:ready:gone}")
+    producer.close()
+
+
+def test_a_dead_processors_queue_written_to_while_reaped_is_read_again(
+    scheduler: PipelineScheduler, redis_url, redis_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register_fake(redis_client, "gone", ("face_detection",))
+    producer = FrameProducer(redis_url, max_age_ms=60_000)
+    first = publish(producer, ["face_detection"])
+    [(_, late_fields)] = redis_client.xrange("frames:ready:gone")
+    redis_client.delete("frameflow:processor:gone")
+    register_fake(redis_client, "peer", ("face_detection",))
+    reroute_entries = scheduler._reroute_entries
+    late_writes = [late_fields]
+
+    def a_router_writes_meanwhile(*args):  # a router whose cached registry still had "gone"
+        moved = reroute_entries(*args)
+        if late_writes:
+            redis_client.xadd("frames:ready:gone", late_writes.pop())
+        return moved
+
+    monkeypatch.setattr(scheduler, "_reroute_entries", a_router_writes_meanwhile)
+    assert scheduler.reap_dead() == {"gone": 2}
+    moved = [decode_entry(fields).args[0]["frame_id"] for _, fields in redis_client.xrange("frames:ready:peer")]
+    assert moved == [first.frame_id, first.frame_id]  # the late copy too: at least once, never deleted unseen
+    assert not redis_client.exists("frames:ready:gone")
     producer.close()
 
 
