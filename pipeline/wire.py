@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any
 
@@ -77,14 +78,32 @@ _LOCAL_OPTIONS = {
 
 
 def dumps(value: Any) -> bytes:
-    """JSON-encode ``value`` (orjson, with the stdlib as fallback for big ints)."""
+    """JSON-encode ``value`` (orjson, with the stdlib as fallback for big ints).
+
+    Raises:
+      TypeError: ``value`` is not JSON, NaN and infinities included: orjson would write them as
+        ``null`` and the actor would receive ``None`` (JSON has no such numbers).
+    """
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        encoded = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError as error:
         try:
-            return json.dumps(value, separators=(",", ":")).encode()
+            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError):
             raise TypeError(f"message is not JSON-serialisable: {error}") from None
+    if b"null" in encoded and _holds_non_finite(value):  # only then is the walk worth its cost
+        raise TypeError("message is not JSON-serialisable: JSON has no NaN or Infinity")
+    return encoded
+
+
+def _holds_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_non_finite(item) for item in value)
+    return False
 
 
 def _envelope(message: Message, args: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,13 @@ def test_any_json_message_survives_the_wire(args: list) -> None:
     message = Message(queue_name="default", actor_name="a", args=tuple(args), kwargs={}, options={"retries": 0})
     fields = {name.encode(): value for name, value in encode_message(message).items()}
     assert decode_entry(fields).args == tuple(args)
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_a_number_json_cannot_hold_is_refused_at_send_not_delivered_as_none(number: float) -> None:
+    message = Message(queue_name="default", actor_name="a", args=({"score": [1.0, number]},), kwargs={}, options={})
+    with pytest.raises(TypeError, match="JSON has no NaN or Infinity"):
+        encode_message(message)
 
 
 # -- result streams ---------------------------------------------------------------------------
