@@ -18,9 +18,23 @@ from pipeline import FrameProducer
 from pipeline.keys import image_key
 from pipeline.soak import SoakPlan, parse_memory, run_soak
 from pipeline.soak_report import SoakSummary
+from tests.chaos import FaultFigures
 from tests.cli_harness import frameflow, frameflow_process, table_row
 
 SOAK_S = float(os.environ.get("FRAMEFLOW_SOAK_S") or 5)
+
+
+def record_figures(fault: str, summary: SoakSummary) -> None:
+    """The soak's books as a row of the README's fault table (``FRAMEFLOW_FAULT_REPORT``)."""
+    FaultFigures(
+        fault=fault,
+        accepted=summary.frames_in,
+        processed=summary.processed,
+        duplicated=summary.duplicates,
+        dropped={reason: count for reason, count in summary.drops.items() if count},
+        lost=summary.unaccounted,
+        refused=summary.refused,
+    ).record()
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +58,7 @@ def test_every_frame_is_processed_or_dropped_with_its_reason(overloaded: SoakSum
     assert summary.duplicates == 0
     assert summary.drops["bound"] > 0  # the queue bound is what absorbed the overload ...
     assert summary.drops["parked_waiting"] == summary.drops["parked_stale"] == 0  # ... with processors live
+    record_figures(f"overload: {summary.plan.overload:g}x capacity for {summary.plan.duration_s:g} s", summary)
 
 
 @pytest.mark.slow
@@ -93,6 +108,9 @@ def test_claim_checked_images_live_only_as_long_as_their_copies(overloaded_with_
     assert summary.frames_in == summary.processed + sum(summary.drops.values())
     assert summary.unaccounted == summary.left_queued == 0
     assert summary.drops["bound"] > 0
+    plan = summary.plan
+    fault = f"overload: {plan.overload:g}x for {plan.duration_s:g} s, {plan.image_bytes // 1000} KB images"
+    record_figures(fault, summary)
 
 
 @pytest.mark.slow
