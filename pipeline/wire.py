@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import re
+import time
 from typing import Any
 
 import orjson
@@ -67,14 +68,16 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 #: Options no stream entry may carry: this broker never writes them, and a worker trusts them.
-#: ``eta`` would park the message in the worker's memory (pending, its lease renewed) until then;
 #: ``throws`` and ``retry_when`` are used as an exception class and a callable, so any JSON value
 #: there raised inside Dramatiq's worker thread and killed it.
 _LOCAL_OPTIONS = {
-    "eta": "delayed messages wait in the delayed set, not in a worker",
     "throws": "exception classes are the actor's, never the message's",
     "retry_when": "a retry predicate is the actor's, never the message's",
 }
+
+
+#: How far in the future an ``eta`` may be (clocks of two hosts differ) before it is refused.
+ETA_TOLERANCE_MS = 1000
 
 
 def dumps(value: Any) -> bytes:
@@ -186,9 +189,22 @@ def _check_options(options: dict[str, Any]) -> None:
                 raise MalformedEntry(
                     f"the message envelope's option {name!r} is {type(value).__name__}, expected {expected}"
                 )
+        elif name == "eta":
+            _check_eta(value)
         elif name in _LOCAL_OPTIONS:
             why = _LOCAL_OPTIONS[name]
             raise MalformedEntry(f"the message envelope's option {name!r} cannot come from a stream: {why}")
+
+
+def _check_eta(eta: Any) -> None:
+    """A future ``eta`` would park the message in the worker's memory (pending, its lease renewed)
+    until then, for ever if far enough; this broker never writes one (delays wait in the delayed
+    set). A due, ``null`` or non-numeric one is harmless: Dramatiq's worker runs the message now."""
+    if isinstance(eta, int | float) and not isinstance(eta, bool) and eta > time.time() * 1000 + ETA_TOLERANCE_MS:
+        raise MalformedEntry(
+            "the message envelope's option 'eta' is in the future: delayed messages wait in the delayed set, "
+            "not in a worker"
+        )
 
 
 def _message(data: dict[str, Any], args: tuple[Any, ...]) -> Message:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,7 +147,12 @@ misshapen_envelope = st.builds(
 TYPED_OPTIONS = ("retries", "max_retries", "min_backoff", "max_backoff", "time_limit", "max_age", "captured_at_ms")
 hostile_option = st.one_of(
     st.tuples(st.sampled_from(TYPED_OPTIONS), st.text(max_size=5) | st.lists(st.integers(), max_size=2)),
-    st.tuples(st.sampled_from(["eta", "throws", "retry_when"]), json_values),
+    st.tuples(st.sampled_from(["throws", "retry_when"]), json_values),
+    # A due, null or non-numeric eta is run now, as Dramatiq's worker does; a future one is refused.
+    st.tuples(
+        st.just("eta"),
+        st.integers(min_value=int(time.time() * 1000) + 60_000) | st.floats(min_value=1e14, max_value=1e300),
+    ),
 ).map(
     lambda item: Hostile(
         frame_entry(valid_frame(), options={"frame": True, "processor": PROCESSOR_ID, item[0]: item[1]}),

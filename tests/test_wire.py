@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from dramatiq import Message
 
@@ -55,3 +57,18 @@ def test_malformed_entries_are_refused_with_a_reason(fields: dict[bytes, bytes],
     with pytest.raises(MalformedEntry) as caught:
         decode_entry(fields)
     assert str(caught.value).startswith(reason)
+
+
+@pytest.mark.parametrize("eta", [None, "soon", 0, "now-ish"])
+def test_an_eta_dramatiqs_worker_runs_at_once_is_accepted(eta: object) -> None:
+    message = Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={"eta": eta})
+    fields = {name.encode(): value for name, value in encode_message(message).items()}
+    assert decode_entry(fields).options["eta"] == eta
+
+
+def test_a_future_eta_is_refused_it_would_park_the_message_in_a_worker() -> None:
+    far = int(time.time() * 1000) + 3_600_000
+    message = Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={"eta": far})
+    fields = {name.encode(): value for name, value in encode_message(message).items()}
+    with pytest.raises(MalformedEntry, match="option 'eta' is in the future"):
+        decode_entry(fields)
