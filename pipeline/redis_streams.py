@@ -18,6 +18,7 @@ What it promises beyond Dramatiq's stock RedisBroker:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -260,7 +261,7 @@ class RedisStreamsBroker(Broker):
         fields = encode_message(message)
         try:
             if delay:
-                eta_ms = int(time.time() * 1000 + delay)
+                eta_ms = math.ceil(time.time() * 1000 + delay)  # never due before its delay (Redis compares whole ms)
                 self.client.zadd(keys.delayed, {delayed_member(fields, uuid.uuid4().hex): eta_ms})
                 for consumer in list(self._consumers.get(message.queue_name, ())):
                     consumer.expect_due(eta_ms)  # this process's consumers look when it is due
