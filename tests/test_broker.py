@@ -13,6 +13,7 @@ import pytest
 from dramatiq.errors import QueueJoinTimeout
 
 from pipeline import DeadLettered, InvalidQueueName, RedisStreamsBroker
+from tests.polling import wait_until
 
 
 def test_queue_lives_in_a_stream_named_after_it(broker: RedisStreamsBroker, redis_client) -> None:
@@ -76,6 +77,9 @@ def test_short_delays_enqueued_by_this_process_run_on_time(broker, worker) -> No
     def later():
         ran_at.append(time.monotonic())
 
+    # The worker started before the actor was declared: its consumer of the queue comes up on a
+    # thread of its own, and a hint sent before it exists has no one to reach (housekeeping finds it).
+    wait_until(lambda: broker._consumers.get(later.queue_name), 10, "the worker's consumer of the queue")
     late_by = []
     for _ in range(5):
         sent_at = time.monotonic()
