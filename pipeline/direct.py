@@ -10,6 +10,10 @@ the ack transaction, the router's pipeline) go through :class:`DirectRedis`:
   TLS, timeouts, health checks, the retry policy of :func:`pipeline.connection.connect`),
   and kept on a stack: a caller pops one, uses it, pushes it back, so there are
   as many as there are concurrent callers, and none is shared by two threads;
+* a connection is opened by its own ``connect()``, as the client's pool opens it, never
+  implicitly by a send: a Sentinel-managed connection learns the master's address only in
+  ``connect()`` (asked again after every disconnect, so a failover is followed), and one
+  opened any other way would reach redis-py's default ``localhost:6379``, whatever answers there;
 * a connection error is retried with the client's retry policy (the
   connection reconnects), exactly as redis-py retries a command: a command
   that reached Redis before the connection broke may run twice, which
@@ -117,6 +121,8 @@ class DirectRedis(RoundTrips):
 
     @staticmethod
     def _round_trip(connection: Any, packed: list[bytes], count: int) -> list[Any]:
+        if connection._sock is None:
+            connection.connect()  # where the client's pool would connect (see the module docstring)
         connection.send_packed_command(packed)
         replies: list[Any] = []
         for _ in range(count):

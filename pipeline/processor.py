@@ -239,8 +239,13 @@ class ProcessorClient:
         self._register()
         self._heartbeat = Heartbeat(self._beat, self.health_check_interval, self.processor_id)
         self._heartbeat.start()
-        router = broker.router
-        if router is not None:
+        self._release_parked()
+
+    def _release_parked(self) -> None:
+        """Route the frames parked for this processor's capabilities while it was not registered."""
+        broker = self.broker
+        router = broker.router if broker is not None else None
+        if broker is not None and router is not None:
             routed, dropped = router.release_parked(broker, self.capabilities)
             if routed or dropped:
                 logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
@@ -272,6 +277,7 @@ class ProcessorClient:
         if not alive:
             logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
             self._register()
+            self._release_parked()  # frames that found no live processor meanwhile (a Redis failover, a stall)
 
     def info(self) -> ProcessorInfo:
         return ProcessorInfo(

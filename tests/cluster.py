@@ -1,4 +1,4 @@
-"""A Redis Cluster for tests: three masters on loopback ports, no replicas (and a Sentinel).
+"""A Redis Cluster for tests: three masters on loopback ports, no replicas (and a Sentinel set-up).
 
 Each master is an :class:`~pipeline.embedded.EmbeddedRedis` (so it dies with the
 test session, ``PR_SET_PDEATHSIG`` included) started with ``--cluster-enabled``
@@ -6,8 +6,8 @@ and a cluster bus port of its own. The slots are split in three ranges with
 ``CLUSTER ADDSLOTS``, the nodes meet each other with ``CLUSTER MEET``, and
 :meth:`LocalCluster.start` returns once every node says ``cluster_state:ok``.
 
-:class:`LocalSentinel` is one master watched by one sentinel, for the
-``redis+sentinel://`` URL. Both need the system's ``redis-server`` (Debian's 7.0 at
+:class:`LocalSentinel` is one master, its replicas and the sentinels watching it, for the
+``redis+sentinel://`` URL (and a real failover). Both need the system's ``redis-server`` (Debian's 7.0 at
 ``/usr/bin/redis-server``, or ``FRAMEFLOW_REDIS_SERVER``); without one the test
 that asks for a cluster fails with a message saying so.
 """
@@ -147,6 +147,8 @@ class _SentinelProcess(EmbeddedRedis):
             "bind 127.0.0.1",
             f"dir {self.data_dir}",
             f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1",
+            f"sentinel down-after-milliseconds {self.service} 2000",
+            f"sentinel failover-timeout {self.service} 10000",
         ]
         if self.master_password:
             lines.append(f"sentinel auth-pass {self.service} {self.master_password}")
@@ -156,29 +158,91 @@ class _SentinelProcess(EmbeddedRedis):
 
 
 class LocalSentinel:
-    """One master (with ``--requirepass`` when ``password`` is given) and one sentinel watching it."""
+    """One master (with ``--requirepass`` when ``password`` is given), ``replicas`` replicas of it,
+    and ``sentinels`` sentinels watching it (a quorum of one: any sentinel may fail over)."""
 
-    def __init__(self, binary: str, *, service: str = "cameras", password: str | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        *,
+        service: str = "cameras",
+        password: str | None = None,
+        replicas: int = 0,
+        sentinels: int = 1,
+    ) -> None:
         self.service, self.password = service, password
-        self.master = EmbeddedRedis(binary=binary, extra_args=["--requirepass", password] if password else [])
-        self.sentinel = _SentinelProcess(binary, service, self.master, password)
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.master = EmbeddedRedis(binary=binary, extra_args=auth)
+        self.replicas = [
+            EmbeddedRedis(binary=binary, extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.master.port)])
+            for _ in range(replicas)
+        ]
+        self.sentinels = [_SentinelProcess(binary, service, self.master, password) for _ in range(sentinels)]
+
+    @property
+    def sentinel(self) -> _SentinelProcess:
+        return self.sentinels[0]
 
     def url(self, db: int = 0) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis+sentinel://{auth}127.0.0.1:{self.sentinel.port}/{self.service}/{db}"
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{auth}{hosts}/{self.service}/{db}"
+
+    def sentinel_client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.sentinel.port)
+
+    def master_port(self) -> int:
+        """The port of the master the first sentinel names now."""
+        with self.sentinel_client() as client:
+            _host, port = client.sentinel_get_master_addr_by_name(self.service)
+        return int(port)
+
+    def fail_over(self, timeout: float = 30.0) -> EmbeddedRedis:
+        """Promote a replica (``SENTINEL FAILOVER``, once the sentinel knows a synced one) and wait until
+        the old master is its replica; return the promoted server."""
+
+        def known_replica() -> bool:
+            with self.sentinel_client() as client:
+                replicas = client.sentinel_slaves(self.service)
+            return any(replica.get("master-link-status") == "ok" for replica in replicas)
+
+        wait_until(known_replica, timeout, "a sentinel to see a synced replica", 0.1)
+        old = self.master_port()
+        with self.sentinel_client() as client:
+            client.execute_command("SENTINEL", "FAILOVER", self.service)
+        wait_until(lambda: self.master_port() != old, timeout, "the sentinel to name the promoted replica", 0.05)
+        promoted = next(server for server in self.replicas if server.port == self.master_port())
+
+        demoted = next(server for server in [self.master, *self.replicas] if server.port == old)
+
+        def roles_swapped() -> bool:
+            with (
+                redis.Redis(port=promoted.port, password=self.password) as new_master,
+                redis.Redis(port=demoted.port, password=self.password) as old_master,
+            ):
+                roles = (new_master.info("replication")["role"], old_master.info("replication")["role"])
+            return roles == ("master", "slave")
+
+        # Until the sentinel reconfigures the old master, it still takes writes from clients connected
+        # to it (asynchronous replication's split brain): the failover is complete once it is a replica.
+        wait_until(roles_swapped, timeout, "the promoted replica to be master and the old master its replica", 0.05)
+        return promoted
 
     def __enter__(self) -> LocalSentinel:
-        self.master.start()
+        started: list[EmbeddedRedis] = []
         try:
-            self.sentinel.start()
+            for server in [self.master, *self.replicas, *self.sentinels]:
+                server.start()
+                started.append(server)
         except BaseException:
-            self.master.stop()
+            for server in reversed(started):
+                server.stop()
             raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.sentinel.stop()
-        self.master.stop()
+        for server in [*self.sentinels, *self.replicas, self.master]:
+            server.stop()
 
 
 def _cluster_args(bus_port: int) -> list[str]:
