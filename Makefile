@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 ##      synthetic camera, result follower) until 100 results arrived, then everything stops
 run: $(STAMP)
 	@printf 'REDIS_PORT=%s\nCAMERA_FPS=25\nRESULTS_LIMIT=100\n' \
-	  "$$($(VENV)/bin/python -c 'from pipeline.embedded import free_port; print(free_port())')" > $(VENV)/run.env
+	  "$$($(VENV)/bin/python -c 'from pipeline.streams.embedded import free_port; print(free_port())')" > $(VENV)/run.env
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -e .env,$(VENV)/run.env
 
 ## up: the Procfile with the settings of .env (Redis on 6379), until Ctrl-C

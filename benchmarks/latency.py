@@ -30,6 +30,7 @@ import redis
 
 from benchmarks.case_pipeline import CAPABILITY, RESULTS
 from pipeline import FrameProducer, ProcessorClient, ProcessorRegistry
+from pipeline.domain.keys import processor_queue
 
 PROCESSOR_ID = "bench-latency"
 
@@ -92,7 +93,7 @@ def run(url: str, params: dict[str, Any]) -> dict[str, float]:
     try:
         wait_for(lambda: any(info.processor_id == PROCESSOR_ID for info in registry.list()), 60, "the processor")
         producer = FrameProducer(url)
-        stream = producer.broker.keys_for(f"frames.ready.{PROCESSOR_ID}").stream
+        stream = producer.broker.keys_for(processor_queue(PROCESSOR_ID)).stream
         reader = ArrivalClock(url)
         reader.start()
         image = os.urandom(int(params["size"]))

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
-from pipeline.models import FETCH_COMMAND, missing_mtcnn_weights, mtcnn_dir
+from pipeline.tools.models import FETCH_COMMAND, missing_mtcnn_weights, mtcnn_dir
 from workers.settings import OBJECT_MODELS, ModelSettings
 from workers.torch_runtime import TorchProcessor
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import redis
 
-from pipeline.embedded import EmbeddedRedis
+from pipeline.streams.embedded import EmbeddedRedis
 
 #: Overrides the server: every contender uses the Redis at this URL (its database is flushed).
 URL_VARIABLE = "FRAMEFLOW_BENCH_REDIS_URL"

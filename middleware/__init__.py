@@ -1,6 +1,10 @@
-"""Dramatiq middleware that turns the broker into frameflow's orchestrator, and observes it."""
+"""Dramatiq middleware that turns the broker into frameflow's orchestrator, and observes it.
 
-import pipeline  # noqa: F401 - first: pipeline's high-level modules import middleware submodules
+One middleware, one file: routing (the orchestrator) and parking, freshness, the circuit
+breaker, the processor-queue guard, tracing, metrics and log context. They import the
+broker core and the frame domain below them, never the processes above
+(``pipeline.processes`` assembles them into brokers).
+"""
 
 from .freshness import FrameFreshness
 from .logs import LogContext

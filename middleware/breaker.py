@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from pipeline.registry import BREAKER_CLOSED, BREAKER_OPEN
+from pipeline.domain.registry import BREAKER_CLOSED, BREAKER_OPEN
 
 
 class CircuitBreaker:

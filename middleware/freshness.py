@@ -5,10 +5,9 @@ A frame message carries ``captured_at_ms`` and ``max_age_ms`` in its options
 them). Skipped frames are acknowledged, not retried, and counted under
 ``stale`` in the queue's drops hash so nothing disappears silently.
 
-A copy whose delivery ends here for good, processed or skipped (stale, or its
-image expired), also releases its reference to its claim-checked image, in the
-same round trip as its ack (:mod:`pipeline.claim_check`). A delivery that raises
-releases nothing: its retry keeps the reference, and a dead letter releases it.
+A copy skipped as stale releases its reference to its claim-checked image with its
+ack (:mod:`pipeline.domain.claim_check`), as a processed one does in the processor's
+ack (:mod:`pipeline.processes.frame_ack`).
 """
 
 from __future__ import annotations
@@ -19,8 +18,9 @@ from typing import TYPE_CHECKING
 from dramatiq.middleware import Middleware, SkipMessage
 from opentelemetry import trace
 
-from pipeline.claim_check import image_ref_of, release_commands
-from pipeline.frames import FRAME_OPTION, is_stale
+from pipeline.domain.claim_check import image_ref_of, release_commands
+from pipeline.domain.frames import FRAME_OPTION, is_stale
+from pipeline.streams.consumer import StreamMessageProxy
 
 if TYPE_CHECKING:
     import dramatiq
@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 class FrameFreshness(Middleware):
-    """Skips frame messages older than their max age (``SkipMessage``) and counts them; releases the
-    image reference of every frame copy it sees done for good."""
+    """Skips frame messages older than their max age (``SkipMessage``), counts them, and releases
+    their image references with their acks."""
 
     @property
     def actor_options(self) -> set[str]:
@@ -52,32 +52,12 @@ class FrameFreshness(Middleware):
             trace.get_current_span().add_event(
                 "frame dropped", {"frameflow.reason": "stale", "frameflow.max_age_ms": int(options["max_age_ms"])}
             )
+            # Skipped for good: the copy's claim-checked image reference goes with its ack.
+            ref = image_ref_of(message)
+            if ref is not None and isinstance(message, StreamMessageProxy):
+                for command in release_commands(broker, [ref]):  # type: ignore[arg-type]
+                    message.write_with_ack(*command)
             raise SkipMessage("stale frame")
-
-    def after_process_message(
-        self,
-        broker: dramatiq.Broker,
-        message: dramatiq.MessageProxy,
-        *,
-        result: object = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        if exception is None:
-            _release_with_ack(broker, message)
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        _release_with_ack(broker, message)
-
-
-def _release_with_ack(broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-    """Release the copy's image reference with its ack; a failed message is dead-lettered,
-    which releases it there (:meth:`pipeline.RedisStreamsBroker.dead_letter`)."""
-    ref = image_ref_of(message) if message.options.get(FRAME_OPTION) and not message.failed else None
-    run_with_ack = getattr(broker, "run_with_ack", None)
-    if ref is None or run_with_ack is None:
-        return
-    for command in release_commands(broker, [ref]):  # type: ignore[arg-type]
-        run_with_ack(*command)
 
 
 def _actor_max_age(broker: dramatiq.Broker, actor_name: str) -> int | None:

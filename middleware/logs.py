@@ -1,6 +1,6 @@
 """Log lines written while a message is processed name its frame, camera, processor and trace.
 
-The middleware binds the message to :mod:`pipeline.log_context` for the time
+The middleware binds the message to :mod:`pipeline.domain.log_context` for the time
 its worker thread spends on it: the actor, the middleware around it (retries,
 skips) and the worker's own "failed to process" line, and any coroutine the
 actor awaits (``ProcessorClient``'s async ``process_frame``). One context
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from dramatiq.middleware import Middleware
 
-from pipeline import log_context
+from pipeline.domain import log_context
 
 if TYPE_CHECKING:
     import dramatiq

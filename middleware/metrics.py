@@ -5,7 +5,7 @@ hooks update plain numbers under one lock per (processor, queue), twice per
 delivery, and a collector turns them into Prometheus series when ``/metrics``
 is scraped (the processor's health port). Pipeline-wide numbers that only Redis
 knows (routed, dropped, parked, backlog, dead letters) come from the
-scheduler's ``/metrics`` (:mod:`pipeline.queue_metrics`).
+scheduler's ``/metrics`` (:mod:`pipeline.processes.queue_metrics`).
 
 Every series is labelled with ``processor`` (the processor a frame was routed
 to; empty for plain actors) and ``queue``: label values come from deployment

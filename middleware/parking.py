@@ -9,20 +9,35 @@ once, or dropped and counted as stale when it is past its max age.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import dramatiq
 
-from pipeline.claim_check import release_images
+from pipeline.domain.claim_check import release_images
+from pipeline.domain.frames import IMAGE_REF_FIELD, is_stale
+from pipeline.domain.keys import parked_drops_key, parked_key
 from pipeline.errors import MalformedEntry
-from pipeline.frames import IMAGE_REF_FIELD, is_stale
-from pipeline.keys import parked_drops_key, parked_key
-from pipeline.wire import decode_entry
+from pipeline.streams.wire import decode_entry
+
+from .decisions import RoutingDecision
 
 if TYPE_CHECKING:
-    from pipeline.redis_streams import RedisStreamsBroker
+    from pipeline.streams.broker import RedisStreamsBroker
 
-    from .routing import CapabilityRouter
+
+class FrameMover(Protocol):
+    """What releasing parked frames needs of the router (:class:`~middleware.routing.CapabilityRouter`)."""
+
+    def invalidate(self) -> None: ...
+
+    def move(
+        self,
+        broker: RedisStreamsBroker,
+        stream: str,
+        entry_id: bytes,
+        message: dramatiq.Message,
+        fields: dict[bytes, bytes],
+    ) -> RoutingDecision | None: ...
 
 
 def parked_reason(capability: str) -> str:
@@ -30,7 +45,7 @@ def parked_reason(capability: str) -> str:
     return f"no live processor for capability {capability!r}"
 
 
-def release_parked(router: CapabilityRouter, broker: RedisStreamsBroker, capabilities: list[str]) -> tuple[int, int]:
+def release_parked(router: FrameMover, broker: RedisStreamsBroker, capabilities: list[str]) -> tuple[int, int]:
     """Route frames parked for ``capabilities`` with ``router``; frames past their max age are
     dropped, counted as stale and their image references released. Returns (routed, dropped)."""
     router.invalidate()

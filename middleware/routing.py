@@ -12,7 +12,7 @@ stream keeps ``FRAMEFLOW_PARKED_BOUND`` frames per capability, its oldest
 dropped and counted (``overflow``) beyond that.
 
 A claim-checked image is stored once with a count of the copies that need it
-(:mod:`pipeline.claim_check`); copies the queue bound or the parked bound drop
+(:mod:`pipeline.domain.claim_check`); copies the queue bound or the parked bound drop
 release their references in a second round trip, taken only when some were dropped.
 
 Routing costs no Redis round trip per frame: the registry and queue loads are
@@ -22,7 +22,6 @@ refresh to its load estimate.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -34,17 +33,21 @@ import dramatiq
 import redis
 from dramatiq.middleware import Middleware
 
-from pipeline.claim_check import release_commands, run_commands, store_commands
-from pipeline.frames import FRAME_OPTION, IMAGE_REF_FIELD, now_ms
-from pipeline.keys import counts_key, image_key, parked_counts_key, parked_drops_key, parked_key, probe_key
-from pipeline.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
+from pipeline.domain.claim_check import release_commands, release_images, store_commands
+from pipeline.domain.frames import FRAME_OPTION, IMAGE_REF_FIELD, now_ms
+from pipeline.domain.keys import counts_key, image_key, parked_counts_key, parked_key, probe_key
+from pipeline.domain.lua import domain_scripts
+from pipeline.domain.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
 from pipeline.settings import Settings
-from pipeline.wire import encode_frame
+from pipeline.streams.dispatch import Dispatcher
+from pipeline.streams.wire import encode_flat
 
+from .decisions import RoutePlan, RoutingDecision, decisions, settle_drops
+from .load import measure_load
 from .parking import parked_reason, release_parked
 
 if TYPE_CHECKING:
-    from pipeline.redis_streams import RedisStreamsBroker
+    from pipeline.streams.broker import RedisStreamsBroker
 
 logger = logging.getLogger(__name__)
 
@@ -55,32 +58,13 @@ INLINE_IMAGE_LIMIT = 64 * 1024
 IMAGE_GRACE_MS = 1000
 
 
-@dataclasses.dataclass(frozen=True)
-class RoutingDecision:
-    """Where one frame went: processor ids, and the reason for capabilities left unserved."""
+class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
+    """Routes frame messages (option ``capabilities``) to processor queues: the broker's dispatcher.
 
-    frame_id: str
-    targets: tuple[str, ...]
-    parked: tuple[str, ...] = ()
-    reason: str | None = None
-    dropped: int = 0
-
-
-@dataclasses.dataclass
-class _Plan:
-    """One frame of a routed batch: where it goes, and which replies say whether it got there."""
-
-    frame_id: str
-    targets: list[ProcessorInfo]
-    unserved: list[str]
-    reason: str | None = None
-    image_ref: str | None = None
-    enqueue_replies: list[int] = dataclasses.field(default_factory=list)
-    park_replies: list[int] = dataclasses.field(default_factory=list)
-
-
-class CapabilityRouter(Middleware):
-    """Routes frame messages (option ``capabilities``) to processor queues.
+    Added to a :class:`~pipeline.streams.broker.RedisStreamsBroker`, it claims every message
+    that asks for capabilities (its own option, else its actor's) and is not already a routed
+    copy (option ``processor``: a retry goes back to its processor's queue), so ``actor.send``
+    and ``FrameProducer.publish`` pass through :meth:`dispatch` alike.
 
     Parameters:
       refresh_s: how long the cached registry and loads are trusted.
@@ -123,24 +107,33 @@ class CapabilityRouter(Middleware):
             if time.monotonic() - self._refreshed_at < self.refresh_s:
                 return self._processors, self._load
         processors = ProcessorRegistry(broker.client, broker.namespace).list()
-        load = self._measure_load(broker, processors)
+        load = measure_load(broker, processors)
         with self._lock:
             self._processors, self._load, self._refreshed_at = processors, load, time.monotonic()
             return processors, load
 
-    def _measure_load(self, broker: RedisStreamsBroker, processors: list[ProcessorInfo]) -> dict[str, float]:
-        pipe = broker.client.pipeline(transaction=False)
-        for info in processors:
-            stream = broker.keys_for(info.queue_name).stream
-            pipe.xlen(stream)
-            pipe.xinfo_groups(stream)
-        replies = pipe.execute(raise_on_error=False)
-        load: dict[str, float] = {}
-        for index, info in enumerate(processors):
-            length, groups = replies[2 * index], replies[2 * index + 1]
-            backlog, in_flight = backlog_and_in_flight(length, groups)
-            load[info.processor_id] = (backlog + in_flight) / max(1, info.capacity)
-        return load
+    # -- the broker's dispatcher (pipeline/streams/dispatch.py) ---------------------------------
+    def attached(self, broker: RedisStreamsBroker) -> None:
+        broker.add_scripts(domain_scripts(broker.client))
+
+    def claim(self, broker: RedisStreamsBroker, message: dramatiq.Message) -> dramatiq.Message | None:
+        """The frame to route for ``message``, if it asks for capabilities and is not a routed copy."""
+        if "processor" in message.options:
+            return None
+        capabilities = message.options.get("capabilities")
+        if not capabilities and message.actor_name in broker.actors:
+            capabilities = broker.actors[message.actor_name].options.get("capabilities")
+        if not capabilities:
+            return None
+        return message.copy(
+            options={"capabilities": [capabilities] if isinstance(capabilities, str) else list(capabilities)}
+        )
+
+    def dispatch(self, broker: RedisStreamsBroker, messages: Sequence[dramatiq.Message]) -> list[RoutingDecision]:
+        return self.route_many(broker, messages)
+
+    def release(self, broker: RedisStreamsBroker, references: Sequence[bytes]) -> None:
+        release_images(broker, references)
 
     # -- routing --------------------------------------------------------------------------
     def route_message(self, broker: RedisStreamsBroker, message: dramatiq.Message) -> RoutingDecision:
@@ -156,8 +149,8 @@ class CapabilityRouter(Middleware):
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        _settle_drops(broker, plans, replies)
-        return _decisions(plans, replies)
+        settle_drops(broker, plans, replies)
+        return decisions(plans, replies)
 
     def move(
         self,
@@ -199,12 +192,12 @@ class CapabilityRouter(Middleware):
             if failed:  # the entry is deleted but a copy was refused (out of memory...): put it back
                 broker.client.xadd(stream, fields)  # type: ignore[arg-type]
                 raise failed[0]
-            _settle_drops(broker, plans, replies)
-            return _decisions(plans, replies)[0]
+            settle_drops(broker, plans, replies)
+            return decisions(plans, replies)[0]
 
     def _commands(
         self, broker: RedisStreamsBroker, messages: Sequence[dramatiq.Message]
-    ) -> tuple[list[_Plan], list[tuple[Any, ...]]]:
+    ) -> tuple[list[RoutePlan], list[tuple[Any, ...]]]:
         """The plans for ``messages`` and the commands that carry them out, with their counts."""
         processors, load = self._snapshot(broker)
         commands: list[tuple[Any, ...]] = []
@@ -223,7 +216,7 @@ class CapabilityRouter(Middleware):
         processors: list[ProcessorInfo],
         load: dict[str, float],
         commands: list[tuple[Any, ...]],
-    ) -> _Plan:
+    ) -> RoutePlan:
         """Choose where one frame goes and append the commands that put it there."""
         capabilities = list(message.options.get("capabilities") or ())
         frame = dict(message.args[0]) if message.args and isinstance(message.args[0], dict) else {}
@@ -237,7 +230,7 @@ class CapabilityRouter(Middleware):
             "captured_at_ms": message.options.get("captured_at_ms") or now_ms(),
             "max_age_ms": message.options.get("max_age_ms") or self.default_max_age_ms,
         }
-        plan = _Plan(frame_id, targets, unserved)
+        plan = RoutePlan(frame_id, targets, unserved)
         image_data, copies = frame.get("image_data", ""), len(targets) + len(unserved)
         if image_data and (copies > 1 or len(image_data) > INLINE_IMAGE_LIMIT):
             ttl_ms = self._image_ttl_ms(options)
@@ -249,7 +242,7 @@ class CapabilityRouter(Middleware):
         script = broker.scripts["enqueue_bounded"]
         for info in targets:
             served = [capability for capability in capabilities if capability in info.capabilities]
-            fields = encode_frame(
+            fields = encode_flat(
                 message,
                 frame,
                 queue_name=info.queue_name,
@@ -267,7 +260,7 @@ class CapabilityRouter(Middleware):
                 commands.append(("XADD", keys.stream, "*", *flat))  # unbounded: nothing to check first
         for capability in unserved:
             plan.reason = parked_reason(capability)
-            fields = encode_frame(message, frame, options={**message.options, **options, "capabilities": [capability]})
+            fields = encode_flat(message, frame, options={**message.options, **options, "capabilities": [capability]})
             fields["parked_reason"] = plan.reason.encode()
             plan.park_replies.append(len(commands))
             parked = parked_key(broker.namespace, capability)
@@ -334,48 +327,6 @@ class CapabilityRouter(Middleware):
         return release_parked(self, broker, capabilities)
 
 
-def _settle_drops(broker: RedisStreamsBroker, plans: list[_Plan], replies: Sequence[Any]) -> None:
-    """Release the image references of the copies the bounds dropped (the queues' oldest, a
-    rejected newest, the parked streams' oldest) and count the parked drops, in one round trip."""
-    refs: list[bytes | str] = []
-    overflow = 0
-    for plan in plans:
-        for index in plan.enqueue_replies:
-            if not _accepted(replies[index]) and plan.image_ref:
-                refs.append(plan.image_ref)  # rejected: this copy was never stored
-            refs += replies[index][1:] if isinstance(replies[index], list) else []
-        for index in plan.park_replies:
-            overflow += int(replies[index][1])
-            refs += replies[index][2:]
-    commands = release_commands(broker, refs)
-    if overflow:
-        commands.append(("HINCRBY", parked_drops_key(broker.namespace), "overflow", overflow))
-    run_commands(broker, commands)
-
-
-def _accepted(reply: Any) -> bool:
-    """Whether an enqueue's reply (``XADD``'s id, or ``enqueue_bounded``'s list) says the copy was stored."""
-    return reply[0] is not None if isinstance(reply, list) else reply is not None
-
-
-def _decisions(plans: list[_Plan], replies: Sequence[Any]) -> list[RoutingDecision]:
-    decisions = []
-    for plan in plans:
-        dropped = sum(1 for index in plan.enqueue_replies if not _accepted(replies[index]))
-        if plan.unserved:
-            logger.info("Frame %s parked: %s.", plan.frame_id, plan.reason)
-        decisions.append(
-            RoutingDecision(
-                frame_id=plan.frame_id,
-                targets=tuple(info.processor_id for info in plan.targets),
-                parked=tuple(plan.unserved),
-                reason=plan.reason,
-                dropped=dropped,
-            )
-        )
-    return decisions
-
-
 def _inlined(command: tuple[Any, ...], scripts: dict[str, str]) -> tuple[Any, ...]:
     """``command`` with an ``EVALSHA`` of one of ``scripts`` turned into an ``EVAL`` of its source."""
     if command[0] == "EVALSHA":
@@ -391,17 +342,7 @@ def _covers(info: ProcessorInfo, capabilities: list[str]) -> int:
     return sum(1 for capability in capabilities if capability in info.capabilities)
 
 
-def backlog_and_in_flight(length: Any, groups: Any) -> tuple[int, int]:
-    """Lag (entries not yet taken) and pending of the ``workers`` group; a queue never read yet is all backlog."""
-    if not isinstance(length, int):
-        return 0, 0
-    if not isinstance(groups, list):
-        return length, 0
-    for group in groups:
-        name = group.get("name")
-        if name in (b"workers", "workers"):
-            pending = int(group.get("pending") or 0)
-            lag = group.get("lag")
-            backlog = int(lag) if lag is not None else max(0, length - pending)
-            return backlog, pending
-    return length, 0
+def router_of(broker: RedisStreamsBroker) -> CapabilityRouter | None:
+    """``broker``'s routing middleware, when its dispatcher is one."""
+    dispatcher = broker.dispatcher
+    return dispatcher if isinstance(dispatcher, CapabilityRouter) else None

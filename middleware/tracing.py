@@ -17,7 +17,7 @@
   what became of the delivery (``processed``, ``retried``, ``dead_lettered``,
   ``failed``, ``skipped``).
 
-Tracing is configured from the ``OTEL_*`` environment (:mod:`pipeline.telemetry`).
+Tracing is configured from the ``OTEL_*`` environment (:mod:`pipeline.domain.telemetry`).
 Without it the API's proxy provider is in place; the middleware sees that once,
 at the first message, and from then on each hook returns at once.
 
@@ -37,9 +37,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from pipeline import telemetry
-from pipeline.frames import frame_of
-from pipeline.keys import CONSUMER_GROUP
+from pipeline.domain import telemetry
+from pipeline.domain.frames import frame_of
+from pipeline.streams.keys import CONSUMER_GROUP
 
 from .routing import parked_reason
 
@@ -79,7 +79,7 @@ class Tracing(Middleware):
             if telemetry.is_recording_provider(provider):
                 from opentelemetry import propagate  # loads the configured propagators: only when tracing
 
-                from pipeline import __version__
+                from pipeline.version import __version__
 
                 self._propagate = propagate
                 tracer = provider.get_tracer("frameflow", __version__)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import dramatiq
 
 from middleware.observability import add_observability
-
-from .redis_streams import RedisStreamsBroker
+from pipeline.streams.broker import RedisStreamsBroker
 
 broker = RedisStreamsBroker()
 # Traces (when OTEL_* asks for them), per-message metrics and log lines that name their frame,

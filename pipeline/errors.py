@@ -76,7 +76,7 @@ class ImageDecodeError(UnprocessableFrame, ValueError):
 
 class FrameRefused(UnprocessableFrame):
     """A frame refused before its processing began: by the processor's intake checks
-    (:mod:`pipeline.intake`) or its options guard (:class:`ForbiddenOption`).
+    (:mod:`pipeline.processes.intake`) or its options guard (:class:`ForbiddenOption`).
 
     Dead-lettered at once like any :class:`UnprocessableFrame`, and counted as ``rejected``,
     never as ``failed``: the processor never worked on it.

@@ -52,7 +52,7 @@ class Settings:
         entry points configure logging (a stderr handler) if the application has not.
       log_level: ``FRAMEFLOW_LOG_LEVEL``, the root level when frameflow configures logging.
       trace_file: ``FRAMEFLOW_TRACE_FILE``, where the ``jsonfile`` trace exporter appends spans.
-        (The standard ``OTEL_*`` variables are read by :mod:`pipeline.telemetry` and the SDK.)
+        (The standard ``OTEL_*`` variables are read by :mod:`pipeline.domain.telemetry` and the SDK.)
       model_dir: ``FRAMEFLOW_MODEL_DIR``, the model cache ``frameflow models fetch`` fills and
         processors load from; else ``$XDG_CACHE_HOME/frameflow/models`` (``~/.cache/frameflow/models``).
       allowed_processors: ``FRAMEFLOW_ALLOWED_PROCESSORS``, comma-separated processor ids, shell-style

@@ -16,8 +16,10 @@ What it does:
    so its retry/time-limit/shutdown/asyncio coverage is what the top-level files hold; the script
    says which files it could not find) twice, each in a child pytest: once with
    Dramatiq's StubBroker as the ``stub_broker`` fixture (the baseline), once with
-   ``RedisStreamsBroker`` on a real Redis: ``FRAMEFLOW_TEST_REDIS_URL`` when set and answering
-   (its database is flushed before every test), else an embedded Redis started for the run.
+   ``RedisStreamsBroker`` imported on its own from the broker core (``pipeline.streams``; every
+   test fails if that loaded the frame domain, the middleware or anything above) on a real
+   Redis: ``FRAMEFLOW_TEST_REDIS_URL`` when set and answering (its database is flushed before
+   every test), else an embedded Redis started for the run.
    The Redis result and rate-limiter backends use that Redis in both runs.
 3. Prints counts for both runs and every test that passes on the StubBroker but not on ours,
    then ``N passed, M failed`` for our broker. Exits non-zero when that list is not empty or
@@ -53,6 +55,7 @@ TEST_TIMEOUT_S = 60
 
 CONFTEST = '''"""Fixtures for Dramatiq's tests, written by frameflow's scripts/dramatiq_suite.py."""
 import os
+import sys
 
 import dramatiq
 import pytest
@@ -60,6 +63,11 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.rate_limits import backends as rate_limit_backends
 from dramatiq.results import backends as result_backends
+
+#: What the broker core must not import: the frame domain, the processes, the middleware, the tools.
+ABOVE_THE_CORE = (
+    "pipeline.domain", "pipeline.processes", "pipeline.cameras", "pipeline.tools", "middleware", "workers",
+)
 
 BROKER = os.environ["FRAMEFLOW_SUITE_BROKER"]
 REDIS_URL = os.environ["FRAMEFLOW_SUITE_REDIS_URL"]
@@ -77,9 +85,11 @@ def stub_broker():
     if BROKER == "stub":
         broker = StubBroker()
     else:
-        from pipeline import RedisStreamsBroker
+        from pipeline.streams import RedisStreamsBroker  # the broker core, on its own
 
         broker = RedisStreamsBroker(REDIS_URL, lease_ms=2000)
+        above = sorted(name for name in sys.modules if name.startswith(ABOVE_THE_CORE))
+        assert not above, f"the broker core loaded modules of the layers above it: {above}"
     broker.emit_after("process_boot")
     dramatiq.set_broker(broker)
     yield broker
@@ -183,7 +193,7 @@ def redis_server() -> Iterator[str]:
     if url and answers(url):
         yield url
         return
-    from pipeline import EmbeddedRedis
+    from pipeline.streams import EmbeddedRedis
 
     with EmbeddedRedis() as server:
         yield server.url

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from pipeline import cli_inspect
-from pipeline.cli import main
+from pipeline.tools.cli import inspect as cli_inspect
+from pipeline.tools.cli.main import main
 
 #: The repository root (the Procfile, compose/ and the test modules live under it).
 ROOT = Path(__file__).resolve().parent.parent
 
 #: ``frameflow`` as a real process, whatever is on PATH.
-FRAMEFLOW = [sys.executable, "-m", "pipeline.cli"]
+FRAMEFLOW = [sys.executable, "-m", "pipeline.tools.cli"]
 
 #: Wide enough for every table, so rows are never wrapped.
 COLUMNS = 220

@@ -1,6 +1,6 @@
 """A Redis Cluster for tests: three masters on loopback ports, no replicas (and a Sentinel set-up).
 
-Each master is an :class:`~pipeline.embedded.EmbeddedRedis` (so it dies with the
+Each master is an :class:`~pipeline.streams.embedded.EmbeddedRedis` (so it dies with the
 test session, ``PR_SET_PDEATHSIG`` included) started with ``--cluster-enabled``
 and a cluster bus port of its own. The slots are split in three ranges with
 ``CLUSTER ADDSLOTS``, the nodes meet each other with ``CLUSTER MEET``, and
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from pipeline.embedded import EmbeddedRedis, free_port
+from pipeline.streams.embedded import EmbeddedRedis, free_port
 from tests.polling import wait_until
 
 #: Redis Cluster's number of hash slots.

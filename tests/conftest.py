@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from pipeline import EmbeddedRedis, RedisStreamsBroker
-from pipeline.connection import RedisClient, connect
+from pipeline.streams.connection import RedisClient, connect
 from tests.cluster import LocalCluster, cluster_server_binary
 
 #: A short lease so that recovery tests run in seconds.

@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline import ProcessorClient, ProcessorRegistry
-from pipeline.dead_letters import parse_dead_letter
-from pipeline.images import decode_frame_image
-from pipeline.keys import QueueKeys, image_key, queue_keys
-from pipeline.wire import dumps
+from pipeline.domain.images import decode_frame_image
+from pipeline.domain.keys import image_key
+from pipeline.streams.dead_letters import parse_dead_letter
+from pipeline.streams.keys import QueueKeys, queue_keys
+from pipeline.streams.wire import dumps
 from tests.processes import WorkerProcess
 
 PROCESSOR_ID = "hostile-1"

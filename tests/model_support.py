@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.models import fetch_mtcnn_weights
+from pipeline.tools.models import fetch_mtcnn_weights
 
 
 def encoded(picture: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:

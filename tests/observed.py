@@ -28,7 +28,7 @@ import threading
 import time
 
 from pipeline import FrameProducer, ProcessorClient
-from pipeline.results import wait_for_results
+from pipeline.domain.results import wait_for_results
 
 RESULT_STREAM = "observed:results"
 IMAGE = b"\xff\xd8" + bytes(range(256)) * 4 + b"\xff\xd9"
@@ -92,7 +92,7 @@ def read_results(args: argparse.Namespace) -> None:
     from opentelemetry import propagate, trace
     from opentelemetry.trace import SpanKind
 
-    from pipeline import telemetry
+    from pipeline.domain import telemetry
 
     telemetry.configure_tracing()
     client = redis.Redis.from_url(os.environ["REDIS_URL"])

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import redis
 
 from pipeline import FrameProducer, ProcessorClient, ProcessorInfo, ProcessorRegistry
-from pipeline.keys import queue_keys
+from pipeline.streams.keys import queue_keys
 from tests.polling import wait_until
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Batched acknowledgements (pipeline/acks.py) and what they change in the held set."""
+"""Batched acknowledgements (pipeline/streams/acks.py) and what they change in the held set."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import dramatiq
 import pytest
 import redis
 from dramatiq.errors import QueueJoinTimeout
+from dramatiq.middleware import CurrentMessage
 
 from pipeline import RedisStreamsBroker
-from pipeline.acks import AckBatcher
-from pipeline.leases import HeldEntries
+from pipeline.streams.acks import AckBatcher
+from pipeline.streams.leases import HeldEntries
 from tests.polling import wait_until
 
 
@@ -154,12 +155,14 @@ def test_closing_the_consumer_writes_pending_acks(broker: RedisStreamsBroker, re
     assert consumer.held_ids() == []
 
 
-def test_results_are_written_before_the_ack_and_only_for_a_delivery_that_succeeded(
+def test_writes_go_with_the_ack_and_only_for_a_delivery_that_succeeded(
     broker: RedisStreamsBroker, worker, redis_client
 ) -> None:
+    broker.add_middleware(CurrentMessage())
+
     @dramatiq.actor(max_retries=0)
     def produce(value: int) -> None:
-        broker.write_with_ack("results", {"value": str(value)})
+        CurrentMessage.get_current_message().write_with_ack("XADD", "results", "*", "value", str(value))
         if value < 0:
             raise ValueError("negative")
 
@@ -170,15 +173,28 @@ def test_results_are_written_before_the_ack_and_only_for_a_delivery_that_succeed
     assert [letter.reason for letter in broker.dead_letter_queue("default").list()] == ["ValueError: negative"]
 
 
-def test_write_with_ack_outside_a_delivery_writes_at_once(broker: RedisStreamsBroker, redis_client) -> None:
-    broker.write_with_ack("results", {"value": "now"})
-    assert [fields for _, fields in redis_client.xrange("results")] == [{b"value": b"now"}]
+def test_a_delivery_that_raised_writes_nothing_even_when_retries_ack_it(
+    broker: RedisStreamsBroker, worker, redis_client
+) -> None:
+    broker.add_middleware(CurrentMessage())
+    attempts: list[int] = []
+
+    @dramatiq.actor(max_retries=1, min_backoff=10, max_backoff=10)
+    def flaky() -> None:
+        attempts.append(1)
+        CurrentMessage.get_current_message().write_with_ack("XADD", "results", "*", "attempt", str(len(attempts)))
+        if len(attempts) == 1:
+            raise ValueError("first attempt fails")
+
+    flaky.send()
+    broker.join(flaky.queue_name, fail_fast=False)
+    assert [fields[b"attempt"] for _, fields in redis_client.xrange("results")] == [b"2"]
 
 
 def test_a_message_whose_result_redis_refuses_is_not_acknowledged(broker: RedisStreamsBroker, redis_client) -> None:
     redis_client.set("results", "not a stream")  # XADD answers WRONGTYPE
     consumer, [proxy] = fetch(broker, 1)
-    proxy.deferred.append(("XADD", "results", "*", "value", "1"))
+    proxy.write_with_ack("XADD", "results", "*", "value", "1")
     consumer.ack(proxy)
     assert consumer.flush_acks(5)
     assert redis_client.xlen("default") == 1  # still there, pending: delivered again once its lease lapses

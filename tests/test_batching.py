@@ -19,10 +19,10 @@ import pytest
 import redis
 
 from pipeline import FrameProducer, RedisStreamsBroker
-from pipeline.batching import FrameBatcher
+from pipeline.domain.images import decode_frame_image
+from pipeline.domain.results import wait_for_results
 from pipeline.errors import BatchFailed, ImageDecodeError
-from pipeline.images import decode_frame_image
-from pipeline.results import wait_for_results
+from pipeline.processes.batching import FrameBatcher
 
 from .model_support import corrupt_jpeg, encoded, picture_frame, same_detections
 from .processor_harness import RecordingProcessor, running, wait_for

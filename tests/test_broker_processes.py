@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from pipeline import EmbeddedRedis, RedisStreamsBroker
-from pipeline.connection import connect
-from pipeline.wire import encode_message
+from pipeline.streams.connection import connect
+from pipeline.streams.wire import encode_message
 from tests.processes import (
     GROUP,
     QUEUE,

@@ -21,9 +21,9 @@ import pytest
 import redis
 
 from pipeline import EmbeddedRedis, FrameProducer, ProcessorRegistry
-from pipeline.connection import connect
-from pipeline.embedded import free_port
-from pipeline.wire import decode_entry
+from pipeline.streams.connection import connect
+from pipeline.streams.embedded import free_port
+from pipeline.streams.wire import decode_entry
 from tests.chaos import (
     BOOT_S,
     HEARTBEAT_S,

@@ -11,7 +11,7 @@ import time
 
 import redis
 
-FRAMEFLOW = [sys.executable, "-m", "pipeline.cli"]
+FRAMEFLOW = [sys.executable, "-m", "pipeline.tools.cli"]
 
 
 def test_demo_moves_frames_through_a_worker_process(redis_url: str, redis_client: redis.Redis) -> None:

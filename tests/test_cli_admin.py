@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from pipeline import FrameProducer, ProcessorRegistry
-from pipeline.embedded import free_port
+from pipeline.streams.embedded import free_port
 from tests.cli_harness import frameflow, frameflow_process, table_row
 from tests.processor_harness import IMAGE, RecordingProcessor, queue_entries, register_fake, running, wait_for
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from pipeline import FrameProducer, ProcessorRegistry
-from pipeline.overview import processing_rates, take_snapshot
+from pipeline.tools.overview import processing_rates, take_snapshot
 from tests.cli_harness import COLUMNS, FRAMEFLOW, ROOT, frameflow, table_header, table_row
 from tests.processor_harness import IMAGE, RecordingProcessor, register_fake, running, wait_for
 

@@ -27,9 +27,9 @@ from honcho.environ import parse as parse_env_file
 from honcho.environ import parse_procfile
 
 from pipeline import EmbeddedRedis, FrameProducer, ProcessorRegistry
-from pipeline.cli import load_processor, main
-from pipeline.embedded import free_port
 from pipeline.errors import ProcessorLoadError
+from pipeline.streams.embedded import free_port
+from pipeline.tools.cli.main import load_processor, main
 from tests.cli_harness import COLUMNS, FRAMEFLOW, ROOT
 from tests.processes import wait_until
 from tests.processor_harness import IMAGE, wait_for
@@ -316,7 +316,7 @@ def test_compose_services_run_commands_the_image_has(compose) -> None:
     assert "pip install '.[otlp]'" in dockerfile
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
-    assert "frameflow = pipeline.cli:main" in setup["options.entry_points"]["console_scripts"]
+    assert "frameflow = pipeline.tools.cli:main" in setup["options.entry_points"]["console_scripts"]
     assert "dramatiq" in setup["options"]["install_requires"]  # which installs the `dramatiq` command
 
     checked = 0

@@ -21,12 +21,13 @@ from redis.exceptions import ResponseError
 from redis.sentinel import SentinelConnectionPool
 
 from pipeline import FrameProducer, RedisStreamsBroker
-from pipeline.cluster import ClusterDirectRedis
-from pipeline.connection import connect, parse_multi_host_url, wait_until_reachable
+from pipeline.domain.keys import counts_key
+from pipeline.domain.results import wait_for_results
 from pipeline.errors import RedisUnreachable
-from pipeline.keys import counts_key, queue_keys
-from pipeline.results import wait_for_results
 from pipeline.settings import mask_url
+from pipeline.streams.cluster import ClusterDirectRedis
+from pipeline.streams.connection import connect, parse_multi_host_url, wait_until_reachable
+from pipeline.streams.keys import queue_keys
 from tests.cluster import LocalCluster, LocalSentinel, cluster_server_binary
 
 from .processor_harness import IMAGE, RecordingProcessor, publish, running, wait_for

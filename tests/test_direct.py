@@ -1,4 +1,4 @@
-"""The hot path's own connections (pipeline/direct.py)."""
+"""The hot path's own connections (pipeline/streams/direct.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from pipeline.connection import connect
-from pipeline.direct import DirectRedis
+from pipeline.streams.connection import connect
+from pipeline.streams.direct import DirectRedis
 
 
 @pytest.fixture

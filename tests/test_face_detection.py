@@ -18,9 +18,9 @@ import redis
 from click.testing import CliRunner
 
 from pipeline import FrameProducer
+from pipeline.domain.results import wait_for_results
 from pipeline.errors import WeightsMissing
-from pipeline.models import MTCNN_FILES, ModelFetchError, fetch_mtcnn_weights
-from pipeline.results import wait_for_results
+from pipeline.tools.models import MTCNN_FILES, ModelFetchError, fetch_mtcnn_weights
 from workers.settings import ModelSettings
 
 from .model_support import encoded, mtcnn_weights, picture_frame, same_detections
@@ -66,7 +66,7 @@ def faces() -> FaceDetectionProcessor:
 def test_models_fetch_puts_the_checked_weights_in_the_model_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.cli import main
+    from pipeline.tools.cli.main import main
 
     monkeypatch.setenv("FRAMEFLOW_MODEL_DIR", str(tmp_path / "cache"))
     outcome = CliRunner().invoke(main, ["models", "fetch"])

@@ -1,4 +1,4 @@
-"""Middleware hooks looked up once (pipeline/hooks.py): same calls, order and errors as Dramatiq's."""
+"""Middleware hooks looked up once (pipeline/streams/hooks.py): same calls, order and errors as Dramatiq's."""
 
 from __future__ import annotations
 
@@ -86,12 +86,15 @@ def test_middleware_error_stops_an_enqueue_and_other_errors_are_logged(redis_url
     broker.close()
 
 
-def test_the_router_is_looked_up_once_and_again_after_add_middleware(redis_url: str, redis_client) -> None:
+def test_a_routing_middleware_becomes_the_brokers_one_dispatcher(redis_url: str, redis_client) -> None:
     from middleware.routing import CapabilityRouter
 
     broker = RedisStreamsBroker(redis_url, middleware=[])
-    assert broker.router is None
+    assert broker.dispatcher is None
     router = CapabilityRouter()
     broker.add_middleware(router)
-    assert broker.router is router
+    assert broker.dispatcher is router
+    assert "enqueue_bounded" in broker.scripts  # attached: the domain's scripts are the broker's now
+    with pytest.raises(ValueError, match="already has a dispatcher"):
+        broker.add_middleware(CapabilityRouter())
     broker.close()

@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 
 from middleware.routing import RoutingDecision
 from pipeline import FrameProducer, ProcessorRegistry
+from pipeline.domain.frames import DEFAULT_MAX_FRAME_BYTES, FrameRejected, check_frame_fields
+from pipeline.domain.results import ResultReader
 from pipeline.errors import UnprocessableFrame
-from pipeline.frames import DEFAULT_MAX_FRAME_BYTES, FrameRejected, check_frame_fields
-from pipeline.keys import queue_keys
-from pipeline.results import ResultReader
-from pipeline.wire import decode_entry, encode_message
+from pipeline.streams.keys import queue_keys
+from pipeline.streams.wire import decode_entry, encode_message
 from tests.cli_harness import FRAMEFLOW, frameflow
 from tests.hostile import (
     FAST,

@@ -1,7 +1,7 @@
 """Every connection of the hot path reaches the server its URL names, and no other.
 
 The broker's hot path (send, the router's pipeline, fetch, acks, results) runs on
-connections of its own (:mod:`pipeline.direct`). A connection opened any other way
+connections of its own (:mod:`pipeline.streams.direct`). A connection opened any other way
 than the client's pool opens it falls back to redis-py's default ``localhost:6379``,
 and on a machine that runs a Redis there, frames silently go to a server nobody
 reads. So each test here runs in a network namespace of its own
@@ -23,11 +23,11 @@ import pytest
 import redis
 
 from pipeline import FrameProducer
-from pipeline.connection import RedisClient, connect
-from pipeline.embedded import EmbeddedRedis, TlsFiles
-from pipeline.keys import queue_keys
-from pipeline.results import wait_for_results
-from pipeline.scheduler import PipelineScheduler
+from pipeline.domain.results import wait_for_results
+from pipeline.processes.scheduler import PipelineScheduler
+from pipeline.streams.connection import RedisClient, connect
+from pipeline.streams.embedded import EmbeddedRedis, TlsFiles
+from pipeline.streams.keys import queue_keys
 from tests.cluster import LocalCluster, LocalSentinel, cluster_server_binary
 from tests.private_network import DEFAULT_REDIS_PORT, in_private_network
 from tests.processor_harness import RecordingProcessor, publish, running

@@ -7,8 +7,8 @@ import base64
 import numpy as np
 import pytest
 
+from pipeline.domain.images import decode_frame_image
 from pipeline.errors import ImageDecodeError, UnprocessableFrame
-from pipeline.images import decode_frame_image
 
 from .model_support import corrupt_jpeg, encoded, frame_data
 

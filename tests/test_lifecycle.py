@@ -16,8 +16,8 @@ from pathlib import Path
 import redis
 
 from pipeline import ProcessorRegistry
-from pipeline.keys import queue_keys
-from pipeline.lifecycle import START_FAILED_EXIT_CODE
+from pipeline.processes.lifecycle import START_FAILED_EXIT_CODE
+from pipeline.streams.keys import queue_keys
 from tests import unstartable_processor as unstartable
 from tests.hostile import frame_entry, result_frame_ids, valid_frame
 from tests.polling import wait_until

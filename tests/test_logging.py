@@ -18,8 +18,8 @@ import dramatiq
 import pytest
 import redis
 
-from pipeline import log_context
-from pipeline.log_context import ContextFormatter, FrameContextFilter, JsonFormatter
+from pipeline.domain import log_context
+from pipeline.domain.log_context import ContextFormatter, FrameContextFilter, JsonFormatter
 
 from .observability import Processes, observed, observed_env, read_spans, run, spans_where, traced_env
 from .processes import wait_until

@@ -16,11 +16,12 @@ import redis
 
 from middleware.routing import INLINE_IMAGE_LIMIT, CapabilityRouter
 from pipeline import FrameProducer, ProcessorRegistry
-from pipeline.keys import image_key, image_refs_key, parked_drops_key, parked_key, queue_keys
-from pipeline.queue_metrics import PipelineCollector
-from pipeline.redis_streams import RedisStreamsBroker
-from pipeline.scheduler import PipelineScheduler
+from pipeline.domain.keys import image_key, image_refs_key, parked_drops_key, parked_key
+from pipeline.processes.queue_metrics import PipelineCollector
+from pipeline.processes.scheduler import PipelineScheduler
 from pipeline.settings import Settings
+from pipeline.streams.broker import RedisStreamsBroker
+from pipeline.streams.keys import queue_keys
 
 from .processor_harness import (
     IMAGE,

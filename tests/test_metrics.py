@@ -28,8 +28,8 @@ from redis.retry import Retry
 from middleware.metrics import Metrics, MetricsStore
 from middleware.routing import CapabilityRouter
 from pipeline import FrameProducer, ProcessorRegistry, RedisStreamsBroker
-from pipeline.health import HealthServer
-from pipeline.queue_metrics import PipelineCollector
+from pipeline.processes.health import HealthServer
+from pipeline.processes.queue_metrics import PipelineCollector
 
 from .observability import Processes, observed, observed_env
 from .processes import ROOT, wait_until
@@ -66,7 +66,9 @@ def test_a_known_workload_reads_back_exactly_from_the_metrics_endpoints(
 ) -> None:
     env = observed_env(redis_url)
     scheduler = processes.start(
-        "scheduler", [sys.executable, "-m", "pipeline.cli", "scheduler", "--metrics-port", "0", "--interval", "60"], env
+        "scheduler",
+        [sys.executable, "-m", "pipeline.tools.cli", "scheduler", "--metrics-port", "0", "--interval", "60"],
+        env,
     )
     worker = processes.start("worker", observed("processor", "metered-1", "metered", "--max-retries", "1"), env)
     registry = ProcessorRegistry(redis_client)

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from pipeline import FrameProducer, ProcessorRegistry
-from pipeline.results import wait_for_results
+from pipeline.domain.results import wait_for_results
 
 from .model_support import encoded, mtcnn_weights
 from .processor_harness import wait_for

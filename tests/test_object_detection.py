@@ -19,8 +19,8 @@ import redis
 from PIL import Image
 
 from pipeline import FrameflowError, FrameProducer, ProcessorRegistry
+from pipeline.domain.results import wait_for_results
 from pipeline.errors import ImageDecodeError, WeightsMissing
-from pipeline.results import wait_for_results
 from workers.settings import ModelSettings
 
 from .model_support import close_boxes, corrupt_jpeg, encoded, frame_data, picture_frame

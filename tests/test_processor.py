@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from pipeline import FrameProducer, FrameRejected, ProcessorRegistry, ResultReader
-from pipeline.results import wait_for_results
+from pipeline.domain.results import wait_for_results
 
 from .processor_harness import (
     IMAGE,

@@ -14,7 +14,7 @@ import redis
 
 from middleware.routing import CapabilityRouter
 from pipeline import FrameProducer, ProcessorRegistry, RedisStreamsBroker
-from pipeline.scheduler import PipelineScheduler
+from pipeline.processes.scheduler import PipelineScheduler
 from tests.polling import wait_until
 
 HEARTBEAT_S = 0.5

@@ -23,9 +23,9 @@ from dramatiq import Message
 from prometheus_client import REGISTRY
 
 from pipeline import ProcessorClient, ProcessorRegistry, RedisStreamsBroker
-from pipeline.dead_letters import parse_dead_letter
-from pipeline.images import decode_frame_image
-from pipeline.keys import QueueKeys, queue_keys
+from pipeline.domain.images import decode_frame_image
+from pipeline.streams.dead_letters import parse_dead_letter
+from pipeline.streams.keys import QueueKeys, queue_keys
 from tests.hostile import JPEG, dead_letters_of, frame_entry, result_frame_ids, valid_frame
 from tests.polling import wait_until
 from tests.processes import pending_count

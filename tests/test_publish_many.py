@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from pipeline import FrameProducer, FrameRejected
-from pipeline.producer import PUBLISH_CHUNK
+from pipeline.processes.producer import PUBLISH_CHUNK
 
 from .processor_harness import IMAGE, queue_entries, register_fake
 

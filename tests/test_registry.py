@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipeline.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
+from pipeline.domain.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
 
 
 def face(processor_id: str = "face-1", **changes) -> ProcessorInfo:

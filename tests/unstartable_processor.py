@@ -17,7 +17,7 @@ import dramatiq
 
 from pipeline import ProcessorClient
 from pipeline.errors import WeightsMissing
-from pipeline.processor import serve_with_dramatiq
+from pipeline.processes.processor import serve_with_dramatiq
 
 PROCESSOR_ID = "unstartable-1"
 RESULTS = "unstartable:results"

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from pipeline.errors import WeightsMissing
-from pipeline.launch import options_from_env, run_until_signalled
-from pipeline.models import FETCH_COMMAND, MTCNN_FILES, missing_mtcnn_weights, mtcnn_dir
-from pipeline.processor import serve_with_dramatiq
+from pipeline.processes.launch import options_from_env, run_until_signalled
+from pipeline.processes.processor import serve_with_dramatiq
+from pipeline.tools.models import FETCH_COMMAND, MTCNN_FILES, missing_mtcnn_weights, mtcnn_dir
 
 from .mtcnn import LANDMARKS, MTCNN, CascadeConfig, Faces
 from .settings import ModelSettings

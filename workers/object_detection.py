@@ -42,8 +42,8 @@ from torchvision.models._api import WeightsEnum
 
 from pipeline import FrameflowError
 from pipeline.errors import WeightsMissing
-from pipeline.launch import options_from_env, run_until_signalled
-from pipeline.processor import serve_with_dramatiq
+from pipeline.processes.launch import options_from_env, run_until_signalled
+from pipeline.processes.processor import serve_with_dramatiq
 
 from .settings import ModelSettings
 from .torch_runtime import TorchProcessor

@@ -16,8 +16,8 @@ import base64
 import hashlib
 
 from pipeline import ProcessorClient
-from pipeline.launch import options_from_env, run_until_signalled
-from pipeline.processor import serve_with_dramatiq
+from pipeline.processes.launch import options_from_env, run_until_signalled
+from pipeline.processes.processor import serve_with_dramatiq
 
 #: What the sample processor offers and where its results go.
 CAPABILITIES = ["sample"]

@@ -3,7 +3,7 @@ and a model loaded and warmed up before the processor registers.
 
 A subclass implements :meth:`TorchProcessor.load_model` and
 :meth:`TorchProcessor.detect`; this base turns a batch of frames into decoded
-images (each decoded once, by :func:`pipeline.images.decode_frame_image`), runs
+images (each decoded once, by :func:`pipeline.domain.images.decode_frame_image`), runs
 ``detect`` once on all that decoded, and returns one outcome per frame: a
 result, or the :class:`~pipeline.errors.ImageDecodeError` of a corrupt frame,
 which fails that frame alone.
@@ -22,8 +22,8 @@ import torch
 from torchvision.transforms.functional import pil_to_tensor
 
 from pipeline import FrameflowError, ProcessorClient
+from pipeline.domain.images import decode_frame_image
 from pipeline.errors import UnprocessableFrame
-from pipeline.images import decode_frame_image
 
 from .settings import ModelSettings
 

@@ -1,0 +1,195 @@
+"""``FrameProducer``: how cameras publish frames.
+
+``publish`` validates the frame, then hands it to the broker's one entrance for
+routed messages, where the routing middleware decides where it goes (one
+processor per needed capability, least loaded first) and writes it there in
+one round trip. The result says where it went, or why not.
+``publish_many`` does the same for many frames with one round trip per chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import dramatiq
+import redis
+
+from middleware.routing import CapabilityRouter, RoutingDecision
+from middleware.tracing import MAX_OPEN_SENDS, Tracing
+from pipeline.domain.frames import FRAME_OPTION, Frame, FrameRejected, frame_size_limit
+from pipeline.streams.broker import RedisStreamsBroker
+from pipeline.streams.connection import connect
+
+#: The virtual queue a frame is addressed to before routing picks its processors.
+FRAMES_QUEUE = "frames"
+
+#: Frames ``publish_many`` writes per round trip: no more sends open at once than tracing keeps.
+PUBLISH_CHUNK = MAX_OPEN_SENDS
+
+
+class FrameProducer:
+    """Publishes frames to the processors that can analyse them.
+
+    Parameters:
+      redis_url: defaults to ``REDIS_URL`` (or the embedded Redis).
+      redis_client: an existing client instead.
+      max_frame_bytes: images above this are refused (default ``FRAMEFLOW_MAX_FRAME_BYTES``, else 16 MiB);
+        a limit that is not a positive integer is a ValueError here, not a surprise at the first frame.
+      max_age_ms: how long a frame stays worth processing, unless ``publish`` says otherwise.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        redis_client: redis.Redis | None = None,
+        max_frame_bytes: int | None = None,
+        max_age_ms: int = 5000,
+    ) -> None:
+        self.router = CapabilityRouter(default_max_age_ms=max_age_ms)
+        client = redis_client or (connect(redis_url) if redis_url else None)
+        self.broker = RedisStreamsBroker(client=client, middleware=[Tracing(), self.router])
+        self.max_frame_bytes = frame_size_limit(max_frame_bytes)
+        self.max_age_ms = max_age_ms
+
+    def publish(
+        self,
+        *,
+        camera_id: str,
+        image: bytes,
+        capabilities: Iterable[str],
+        width: int,
+        height: int,
+        format: str = "jpeg",
+        metadata: dict[str, Any] | None = None,
+        timestamp: datetime | str | float | None = None,
+        max_age_ms: int | None = None,
+    ) -> RoutingDecision:
+        """Publish one frame; returns its ``frame_id``, the processor ids it went to
+        (``targets``) and, for capabilities no live processor serves, the ``reason``.
+
+        Raises:
+          FrameRejected: the frame is invalid (empty image, unknown format, bad camera id, ...).
+        """
+        message = self._frame_message(
+            camera_id=camera_id,
+            image=image,
+            capabilities=capabilities,
+            width=width,
+            height=height,
+            format=format,
+            metadata=metadata,
+            timestamp=timestamp,
+            max_age_ms=max_age_ms,
+        )
+        return self._route([message])[0]
+
+    def publish_many(self, frames: Iterable[Mapping[str, Any]]) -> list[RoutingDecision]:
+        """Publish many frames with few round trips; one decision per frame, in order.
+
+        Each item holds :meth:`publish`'s keyword arguments. Every frame is validated
+        before anything is sent, so one invalid frame rejects the whole batch. Frames are
+        then routed as :meth:`publish` routes them (and traced the same way) and written
+        :data:`PUBLISH_CHUNK` at a time, each chunk in one pipeline: when this returns,
+        Redis holds every frame the decisions say it holds.
+
+        Raises:
+          FrameRejected: a frame is invalid; the message says which (its position) and why.
+        """
+        messages = []
+        for index, spec in enumerate(frames):
+            try:
+                messages.append(self._frame_message(**spec))
+            except (FrameRejected, TypeError) as error:  # TypeError: a missing or unknown argument
+                raise FrameRejected(f"frame {index}: {error}") from None
+        decisions: list[RoutingDecision] = []
+        for start in range(0, len(messages), PUBLISH_CHUNK):
+            decisions += self._route(messages[start : start + PUBLISH_CHUNK])
+        return decisions
+
+    def _route(self, messages: list[dramatiq.Message]) -> list[RoutingDecision]:
+        """Route and write frames in one round trip, through the broker's one entrance for routed
+        messages (``RedisStreamsBroker.dispatch``), as ``actor.send`` of a frame is: each send
+        traced (its context goes into the frame's trace_context), its decision on its send span."""
+        return cast(list[RoutingDecision], self.broker.dispatch(messages))
+
+    def _frame_message(
+        self,
+        *,
+        camera_id: str,
+        image: bytes,
+        capabilities: Iterable[str],
+        width: int,
+        height: int,
+        format: str = "jpeg",
+        metadata: dict[str, Any] | None = None,
+        timestamp: datetime | str | float | None = None,
+        max_age_ms: int | None = None,
+    ) -> dramatiq.Message:
+        """A validated frame as the message the router takes: whatever the arguments, either
+        that or :class:`FrameRejected` saying which argument is wrong."""
+        needed = [capabilities] if isinstance(capabilities, str) else capabilities
+        if not isinstance(needed, list | tuple | set | frozenset) or not needed:
+            raise FrameRejected("capabilities: name at least one capability the frame needs")
+        needed = list(needed)
+        if not all(isinstance(capability, str) and capability for capability in needed):
+            raise FrameRejected("capabilities: name at least one capability the frame needs")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise FrameRejected(f"metadata must be a dict, not {type(metadata).__name__}")
+        if max_age_ms is not None and (
+            not isinstance(max_age_ms, int) or isinstance(max_age_ms, bool) or max_age_ms < 1
+        ):
+            raise FrameRejected(f"bad max_age_ms {max_age_ms!r}: expected a positive number of milliseconds")
+        frame = Frame(
+            camera_id=camera_id,
+            image=image,
+            width=width,
+            height=height,
+            format=format,
+            metadata=metadata or {},
+            timestamp=_as_datetime(timestamp),
+        ).validate(self.max_frame_bytes)
+        message = dramatiq.Message(
+            queue_name=FRAMES_QUEUE,
+            actor_name="frame",
+            args=(frame.fields(),),
+            kwargs={},
+            options={
+                FRAME_OPTION: True,
+                "capabilities": needed,
+                "captured_at_ms": frame.captured_at_ms,
+                "max_age_ms": max_age_ms or self.max_age_ms,
+            },
+            message_id=frame.frame_id,
+        )
+        return message
+
+    def close(self) -> None:
+        self.broker.close()
+
+
+def _as_datetime(timestamp: datetime | str | float | None) -> datetime:
+    """The capture time; anything that is not one is a FrameRejected (``nan``, ``1e300``, ``True``
+    and ``[]`` used to escape as ValueError, OverflowError or OSError, or to pass as 1970)."""
+    if timestamp is None:
+        return datetime.now(UTC)
+    if isinstance(timestamp, datetime):
+        return timestamp
+    bad = FrameRejected(f"bad timestamp {timestamp!r}: expected ISO-8601, epoch seconds or a datetime")
+    if isinstance(timestamp, bool):
+        raise bad
+    if isinstance(timestamp, int | float):
+        if not math.isfinite(timestamp):
+            raise bad
+        try:
+            return datetime.fromtimestamp(timestamp, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise bad from None
+    try:
+        parsed = datetime.fromisoformat(timestamp)
+    except (TypeError, ValueError):
+        raise bad from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

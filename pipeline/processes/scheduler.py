@@ -1,0 +1,280 @@
+"""``frameflow scheduler``: the pipeline's own housekeeping, on APScheduler.
+
+Every ``interval_s`` it
+
+* emits the pipeline's health heartbeat: one entry on ``<ns>:health`` with the
+  processors up and down, their backlogs and the frames processed per second,
+  for a consumer (an alarm, Home Assistant) to watch;
+* reaps dead processors: a processor whose registry entry expired has its queue
+  re-routed, frame by frame, to live peers with the same capability (frames past
+  their max age are dropped and counted as stale), then its queue is deleted and
+  its id forgotten. Each frame is moved in one transaction, so a scheduler killed
+  half-way (or two at once) re-routes no frame twice and loses none;
+* releases frames parked for a capability that a live processor offers again;
+* trims dead letters older than their TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from prometheus_client import CollectorRegistry
+
+from middleware.routing import router_of
+from pipeline.domain.claim_check import release_images
+from pipeline.domain.frames import is_stale
+from pipeline.domain.keys import health_stream, parked_key, processor_queue, reaping_lock_key
+from pipeline.domain.registry import ProcessorRegistry
+from pipeline.errors import MalformedEntry
+from pipeline.settings import Settings
+from pipeline.streams.broker import PROMOTE_BATCH, RedisStreamsBroker
+from pipeline.streams.connection import TRANSIENT_ERRORS
+from pipeline.streams.keys import QueueKeys, namespace_pattern, queue_name_for
+from pipeline.streams.wire import decode_entry
+
+from .health import HealthServer
+from .queue_metrics import PipelineCollector, scrape_targets
+
+logger = logging.getLogger(__name__)
+
+#: Entries kept on the health stream (approximately).
+HEALTH_STREAM_LENGTH = 10_000
+
+#: The shortest time a reaping lock outlives its scheduler's last move (see ``PipelineScheduler.lock_ms``).
+REAP_LOCK_MIN_S = 2.0
+
+#: How many times one reaping reads a dead processor's queue again when frames keep arriving.
+REAP_PASSES = 5
+
+#: A time after every retry's eta (ms since the epoch): promotes all delayed retries at once.
+FAR_FUTURE_MS = 2**52
+
+
+class PipelineScheduler:
+    """The scheduler's jobs; :meth:`run` blocks, :meth:`start` runs them in the background.
+
+    Parameters:
+      broker: a broker carrying the routing middleware.
+      interval_s: how often each job runs.
+    """
+
+    def __init__(self, broker: RedisStreamsBroker, *, interval_s: float = 5.0) -> None:
+        router = router_of(broker)
+        if router is None:
+            raise ValueError("the scheduler needs a broker with the routing middleware")
+        self.broker = broker
+        self.router = router
+        self.interval_s = interval_s
+        self.registry = ProcessorRegistry(broker.client, broker.namespace)
+        self.health_stream = health_stream(broker.namespace)
+        self._processed: dict[str, int] = {}
+        self._last_beat = time.monotonic()
+        self._scheduler: BackgroundScheduler | BlockingScheduler | None = None
+        #: What ``/metrics`` serves (see :meth:`serve_metrics`): the pipeline's queues, read at scrape time.
+        self.metrics = CollectorRegistry(auto_describe=True)
+        self.metrics.register(PipelineCollector(broker.client, broker.namespace))
+        self._metrics_server: HealthServer | None = None
+
+    # -- jobs ------------------------------------------------------------------------------
+    def tick(self) -> dict[str, Any]:
+        """Run every job once (what each interval does); returns the health entry."""
+        reaped = self.reap_dead()
+        self.release_parked()
+        self.trim_dead_letters()
+        health = self.emit_health()
+        health["reaped"] = reaped
+        return health
+
+    def emit_health(self) -> dict[str, Any]:
+        processors = self.registry.list(include_dead=True)
+        now = time.monotonic()
+        elapsed, self._last_beat = max(now - self._last_beat, 1e-6), now
+        live = [info for info in processors if info.alive]
+        pipe = self.broker.client.pipeline(transaction=False)
+        for info in live:
+            pipe.xlen(self.broker.keys_for(info.queue_name).stream)
+        backlogs = dict(zip((info.processor_id for info in live), pipe.execute(), strict=True))
+        processed_delta = 0
+        for info in live:
+            processed_delta += max(0, info.processed - self._processed.get(info.processor_id, info.processed))
+            self._processed[info.processor_id] = info.processed
+        entry = {
+            "at": repr(time.time()),
+            "processors_up": str(len(live)),
+            "processors_down": str(len(processors) - len(live)),
+            "up": json.dumps(sorted(info.processor_id for info in live)),
+            "down": json.dumps(sorted(info.processor_id for info in processors if not info.alive)),
+            "backlog": json.dumps(backlogs, sort_keys=True),
+            "frames_per_s": f"{processed_delta / elapsed:.2f}",
+        }
+        self.broker.client.xadd(self.health_stream, entry, maxlen=HEALTH_STREAM_LENGTH, approximate=True)  # type: ignore[arg-type]
+        return entry
+
+    def reap_dead(self) -> dict[str, int]:
+        """Re-route the queues of dead processors; returns ``{processor_id: frames re-routed}``."""
+        reaped: dict[str, int] = {}
+        for processor_id in self.registry.dead_ids():
+            rerouted = self.reap(processor_id)
+            if rerouted is not None:
+                reaped[processor_id] = rerouted
+        return reaped
+
+    def reap(self, processor_id: str) -> int | None:
+        """Re-route the queue of one processor that is not live and forget its id; returns the
+        frames re-routed, or None when another scheduler is reaping it (``frameflow deregister``).
+
+        Each frame is moved exactly once (:meth:`CapabilityRouter.move`): a scheduler killed
+        half-way leaves the rest of the queue, untouched, to the next run. The lock only keeps
+        two schedulers from doing the same work; it lapses ``lock_ms`` after the last frame a
+        scheduler moved, so a killed scheduler's successor takes over within seconds.
+        """
+        lock = reaping_lock_key(self.broker.namespace, processor_id)
+        token = uuid.uuid4().hex
+        if not self.broker.client.set(lock, token, nx=True, px=self.lock_ms):
+            return None
+        try:
+            return self._reroute_backlog(processor_id, lambda: self.broker.client.pexpire(lock, self.lock_ms))
+        finally:
+            self.broker.scripts["release_lock"](keys=[lock], args=[token])
+
+    @property
+    def lock_ms(self) -> int:
+        """How long a reaping lock outlives the last sign of life of the scheduler holding it."""
+        return int(max(2 * self.interval_s, REAP_LOCK_MIN_S) * 1000)
+
+    def _reroute_backlog(self, processor_id: str, still_reaping: Callable[[], object]) -> int:
+        """Move every frame of a dead processor's queue, its pending retries included, and delete
+        the queue once it is empty; a queue still written to (a router's cached registry) is read
+        again, up to :data:`REAP_PASSES` times, then left to the next tick, never deleted unread."""
+        keys = self.broker.keys_for(processor_queue(processor_id))
+        rerouted = 0
+        for _ in range(REAP_PASSES):
+            self._promote_retries(keys)
+            moved = self._reroute_entries(processor_id, keys, still_reaping)
+            if moved is None:
+                logger.info("Processor %s came back; leaving the rest of its queue to it.", processor_id)
+                return rerouted
+            rerouted += moved
+            if self.broker.scripts["delete_if_drained"](keys=[keys.stream, keys.delayed]):
+                self.registry.forget([processor_id])
+                break
+        else:
+            logger.warning("The queue of dead processor %s is still being written to; next tick.", processor_id)
+        if rerouted:
+            logger.warning("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
+        return rerouted
+
+    def _promote_retries(self, keys: QueueKeys) -> None:
+        """Move the queue's delayed retries into its stream, due or not (``claim.lua`` with a time
+        past every eta and nothing to claim): a dead processor will never run them."""
+        while self.broker.client.zcard(keys.delayed):
+            self.broker.scripts["claim"](
+                keys=list(keys),
+                args=[self.broker.group, self.broker.consumer_name, FAR_FUTURE_MS, self.broker.lease_ms,
+                      self.broker.max_deliveries, 0, self.broker.dead_letter_ttl_ms,
+                      queue_name_for(keys.stream), PROMOTE_BATCH],
+            )  # fmt: skip
+
+    def _reroute_entries(self, processor_id: str, keys: QueueKeys, still_reaping: Callable[[], object]) -> int | None:
+        """Move each frame of the stream once; the frames moved, or None if the processor came back."""
+        router = self.router
+        rerouted = 0
+        for entry_id, fields in self.broker.client.xrange(keys.stream):
+            if self.registry.get(processor_id) is not None:
+                return None
+            still_reaping()
+            try:
+                message = decode_entry(fields)
+            except MalformedEntry as error:
+                self.broker.dead_letter(keys, entry_id, f"malformed entry: {error}", None)
+                continue
+            if is_stale(message.options):
+                dropped = self.broker.scripts["drop_entry"](keys=[keys.stream, keys.drops], args=[entry_id, "stale"])
+                release_images(self.broker, dropped[1:])  # the dropped copy's image reference, if it had one
+            elif router.move(self.broker, keys.stream, entry_id, message, fields) is not None:
+                rerouted += 1
+        return rerouted
+
+    def release_parked(self) -> tuple[int, int]:
+        """Route the frames parked for capabilities a live processor now offers: a processor
+        releases them when it starts, but not when it registers again after its entry
+        expired (a Redis restart, a long pause); returns (routed, dropped as stale)."""
+        offered = {capability for info in self.registry.list() for capability in info.capabilities}
+        waiting = [
+            capability
+            for capability in sorted(offered)
+            if self.broker.client.exists(parked_key(self.broker.namespace, capability))
+        ]
+        if not waiting:
+            return 0, 0
+        routed, dropped = self.router.release_parked(self.broker, waiting)
+        if routed or dropped:
+            logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
+        return routed, dropped
+
+    def trim_dead_letters(self) -> int:
+        """Drop dead letters older than the broker's dead-letter TTL; returns how many went."""
+        minimum = f"{int(time.time() * 1000) - self.broker.dead_letter_ttl_ms}-0"
+        trimmed = 0
+        for key in self.broker.client.scan_iter(match=namespace_pattern(self.broker.namespace, "dead"), count=500):
+            trimmed += int(self.broker.client.xtrim(key, minid=minimum, approximate=False))
+        return trimmed
+
+    # -- running ---------------------------------------------------------------------------
+    def _safe_tick(self) -> None:
+        try:
+            self.tick()
+        except TRANSIENT_ERRORS as error:
+            logger.warning("Scheduler tick skipped, Redis unreachable: %s", error)
+        except Exception:
+            logger.exception("Scheduler tick failed")
+
+    def _add_job(self, scheduler: BackgroundScheduler | BlockingScheduler) -> None:
+        scheduler.add_job(
+            self._safe_tick,
+            "interval",
+            seconds=self.interval_s,
+            id="frameflow-scheduler",
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def start(self) -> None:
+        """Run in a background thread (tests, embedding)."""
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._add_job(self._scheduler)
+        self._scheduler.start()
+
+    def run(self) -> None:
+        """Run in the foreground until :meth:`stop` (the CLI; SIGTERM calls stop)."""
+        self._scheduler = BlockingScheduler()
+        self._add_job(self._scheduler)
+        self._safe_tick()
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
+
+    def serve_metrics(self, port: int, host: str | None = None) -> int:
+        """Serve the pipeline-wide metrics at ``http://host:port/metrics``, and the live processors'
+        ``/metrics`` endpoints as Prometheus HTTP service discovery at ``/targets`` (host:
+        ``FRAMEFLOW_HEALTH_HOST``, 127.0.0.1 by default; port 0: any free one). Returns the port."""
+        host = host or Settings.from_env().health_host
+        server = HealthServer(None, port, host, registry=self.metrics, targets=self.scrape_targets)
+        self._metrics_server = server.start()
+        return server.port
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        """The live processors' ``/metrics`` endpoints, for Prometheus's ``http_sd_configs``."""
+        return scrape_targets(self.registry.list())

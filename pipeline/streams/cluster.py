@@ -1,0 +1,204 @@
+"""The hot path on a Redis Cluster: :class:`~pipeline.streams.direct.DirectRedis`'s interface, one per master.
+
+A batch of the broker's commands (a router's copies to several processor
+queues, the result entries written with an ack batch) touches keys of many
+slots, so on a cluster it is split by the master that owns each key's slot, as
+redis-py's slot map says (:meth:`RedisCluster.keyslot`,
+``nodes_manager.get_node_from_slot``). Each master gets its part in one round
+trip on a :class:`~pipeline.streams.direct.DirectRedis` of its own, and the replies are
+put back in the caller's order. A ``MULTI`` ... ``EXEC`` block travels whole:
+frameflow's transactions touch one slot (see :mod:`pipeline.streams.keys`).
+
+What a cluster answers besides the reply:
+
+* ``MOVED`` (the slot lives elsewhere now): the slot map is patched (or
+  refreshed) and the command sent again to the new owner;
+* ``ASK`` (the slot is being migrated and this key already moved): the command
+  is sent to the importing master after ``ASKING``;
+* ``TRYAGAIN`` / ``CLUSTERDOWN`` (a migration or a failover in progress), and a
+  connection error (the slot map is refreshed first): sent again after a backoff.
+
+A command still refused after :data:`ATTEMPTS` tries gets its last error reply,
+as any error reply: an exception value in its place.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
+
+from .connection import TRANSIENT_ERRORS
+from .direct import Command, DirectRedis, RoundTrips
+
+#: How many times one command is sent before its error reply is returned (redirects included).
+ATTEMPTS = 8
+
+#: Backoff after TRYAGAIN, CLUSTERDOWN or a connection error: first and longest wait, in seconds.
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.02, 1.0
+
+#: Commands whose keys follow ``STREAMS``: redis-py would ask the server for their keys.
+_STREAM_READS = {"XREAD", "XREADGROUP"}
+
+
+class _Unit(NamedTuple):
+    """Commands that go to one master together: a single command, or a whole MULTI ... EXEC block."""
+
+    positions: range
+    ask: tuple[str, int] | None = None
+
+
+class ClusterDirectRedis(RoundTrips):
+    """Hot-path round trips on a Redis Cluster, one :class:`DirectRedis` per master (see the module docstring)."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.client = client
+        self._masters: dict[str, DirectRedis] = {}
+        self._lock = threading.Lock()
+
+    def execute_many(self, commands: Sequence[Command], scripts: Mapping[str, Script] | None = None) -> list[Any]:
+        """Run ``commands``, one round trip per master; their replies in order, error replies as values."""
+        replies: list[Any] = [None] * len(commands)
+        units = _units(commands)
+        backoff = BACKOFF_FIRST_S
+        for attempt in range(ATTEMPTS):
+            retry: list[_Unit] = []
+            wait = False
+            for node, node_units in self._by_master(commands, units).items():
+                try:
+                    node_replies = self._round_trip(node, commands, node_units, scripts)
+                except TRANSIENT_ERRORS:
+                    if attempt == ATTEMPTS - 1:
+                        raise
+                    self.client.nodes_manager.initialize()
+                    retry += node_units
+                    wait = True
+                    continue
+                for unit, unit_replies in zip(node_units, node_replies, strict=True):
+                    again = self._redirect(unit, unit_replies)
+                    if again is None or attempt == ATTEMPTS - 1:
+                        replies[unit.positions.start : unit.positions.stop] = unit_replies
+                    else:
+                        retry.append(again)
+                        wait = wait or (again.ask is None and not _moved(unit_replies))
+            if not retry:
+                break
+            units = retry
+            if wait:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        return replies
+
+    def close(self) -> None:
+        """Disconnect the idle connections of every master."""
+        with self._lock:
+            masters, self._masters = list(self._masters.values()), {}
+        for direct in masters:
+            direct.close()
+
+    # -- routing ---------------------------------------------------------------------------
+    def _by_master(self, commands: Sequence[Command], units: list[_Unit]) -> dict[ClusterNode, list[_Unit]]:
+        grouped: dict[ClusterNode, list[_Unit]] = {}
+        nodes = self.client.nodes_manager
+        for unit in units:
+            if unit.ask is not None:
+                node = nodes.get_node(host=unit.ask[0], port=unit.ask[1]) or ClusterNode(*unit.ask)
+            else:
+                slot = self._slot_of(commands, unit)
+                node = self.client.get_default_node() if slot is None else nodes.get_node_from_slot(slot)
+            grouped.setdefault(node, []).append(unit)
+        return grouped
+
+    def _slot_of(self, commands: Sequence[Command], unit: _Unit) -> int | None:
+        """The slot of the unit's first command that names a key (None: any master will do)."""
+        for position in unit.positions:
+            slot = self._slot(commands[position])
+            if slot is not None:
+                return slot
+        return None
+
+    def _slot(self, command: Command) -> int | None:
+        name = _text(command[0]).upper()
+        if name in _STREAM_READS:
+            upper = [_text(item).upper() if isinstance(item, str | bytes) else "" for item in command]
+            return self.client.keyslot(command[upper.index("STREAMS") + 1])
+        if name in ("MULTI", "EXEC", "PING"):
+            return None
+        try:
+            return self.client.determine_slot(*command)
+        except RedisClusterException:
+            return None  # a command without keys
+
+    # -- one master ------------------------------------------------------------------------
+    def _round_trip(
+        self,
+        node: ClusterNode,
+        commands: Sequence[Command],
+        units: list[_Unit],
+        scripts: Mapping[str, Script] | None,
+    ) -> list[list[Any]]:
+        """Send ``units`` to ``node`` in one round trip; the replies of each unit."""
+        batch: list[Command] = []
+        for unit in units:
+            if unit.ask is not None:
+                batch.append(("ASKING",))
+            batch += [commands[position] for position in unit.positions]
+        flat = self._master(node).execute_many(batch, scripts)
+        per_unit, cursor = [], 0
+        for unit in units:
+            cursor += 1 if unit.ask is not None else 0  # the ASKING reply
+            per_unit.append(flat[cursor : cursor + len(unit.positions)])
+            cursor += len(unit.positions)
+        return per_unit
+
+    def _master(self, node: ClusterNode) -> DirectRedis:
+        with self._lock:
+            direct = self._masters.get(node.name)
+            if direct is None:
+                direct = self._masters[node.name] = DirectRedis(self.client.get_redis_connection(node))
+            return direct
+
+    def _redirect(self, unit: _Unit, replies: list[Any]) -> _Unit | None:
+        """The unit to send again (to the importing master after ASK), or None when it is done."""
+        errors = [reply for reply in replies if isinstance(reply, AskError | TryAgainError | ClusterDownError)]
+        if not errors:
+            return None
+        first = errors[0]
+        if isinstance(first, MovedError):
+            self.client.nodes_manager.move_slot(first)
+            return _Unit(unit.positions)
+        if isinstance(first, AskError) and len(unit.positions) == 1:
+            return _Unit(unit.positions, ask=(first.host, int(first.port)))
+        if isinstance(first, ClusterDownError):
+            self.client.nodes_manager.initialize()
+        return _Unit(unit.positions)  # TRYAGAIN, CLUSTERDOWN, or ASK inside a transaction: after a pause
+
+
+def _units(commands: Sequence[Command]) -> list[_Unit]:
+    units, start = [], None
+    for position, command in enumerate(commands):
+        name = _text(command[0]).upper()
+        if name == "MULTI":
+            start = position
+        elif start is not None:
+            if name == "EXEC" or name == "DISCARD":
+                units.append(_Unit(range(start, position + 1)))
+                start = None
+        else:
+            units.append(_Unit(range(position, position + 1)))
+    if start is not None:
+        units.append(_Unit(range(start, len(commands))))
+    return units
+
+
+def _moved(replies: list[Any]) -> bool:
+    return any(isinstance(reply, MovedError) for reply in replies)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,238 @@
+"""Redis clients that survive a Redis restart, on one Redis, a Sentinel-watched one, or a Cluster.
+
+Every client frameflow creates retries connection errors with exponential
+backoff (redis-py's own :class:`~redis.retry.Retry`), checks idle connections
+before use, and keeps TCP alive, so a restarted or briefly unreachable Redis
+costs a pause, not a crashed worker. ``rediss://`` and ``user:password@`` URLs
+work as redis-py documents them.
+
+The URL's scheme picks the client:
+
+* ``redis://``, ``rediss://``, ``unix://``: one Redis (:class:`redis.Redis`);
+* ``redis+cluster://[user:pass@]host:port[,host:port...]/`` (``rediss+cluster://`` for
+  TLS): a Redis Cluster (:class:`redis.cluster.RedisCluster`), the hosts being startup
+  nodes; the query string takes redis-py's URL options (``?ssl_ca_certs=...``);
+* ``redis+sentinel://[user:pass@]host:26379[,host:port...]/<service>[/<db>]``
+  (``rediss+sentinel://``): the master that the sentinels name for ``service``
+  (:meth:`redis.sentinel.Sentinel.master_for`), found again after a failover. The
+  credentials are the master's; the sentinels are asked without a password (TLS
+  applies to both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from pipeline.errors import RedisUnreachable
+from pipeline.settings import mask_url
+
+logger = logging.getLogger(__name__)
+
+#: :func:`wait_until_reachable`'s first pause between attempts, doubled after each, up to the cap.
+REACHABLE_BACKOFF_FIRST_S = 0.1
+REACHABLE_BACKOFF_CAP_S = 5.0
+
+#: Errors worth retrying: the server went away or did not answer in time.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, ConnectionResetError)
+
+#: What :func:`connect` returns: a client with redis-py's command API.
+RedisClient = redis.Redis | RedisCluster
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+_DEFAULT_PORTS = {"cluster": 6379, "sentinel": 26379}
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiHostURL:
+    """A ``redis+cluster://`` or ``redis+sentinel://`` URL taken apart.
+
+    ``node_url`` is a plain ``redis://``/``rediss://`` URL of the first host with the
+    credentials and the query string, so redis-py's own URL parsing reads the options.
+    """
+
+    kind: str
+    hosts: tuple[tuple[str, int], ...]
+    node_url: str
+    service: str | None = None
+    db: int = 0
+
+
+def parse_multi_host_url(url: str) -> MultiHostURL | None:
+    """The parts of a cluster or sentinel URL; ``None`` for a plain Redis URL.
+
+    Raises:
+      ValueError: a cluster or sentinel URL that is malformed (the message has no password).
+    """
+    scheme, _, rest = url.partition("://")
+    plain_scheme = _CLUSTER_SCHEMES.get(scheme) or _SENTINEL_SCHEMES.get(scheme)
+    if plain_scheme is None:
+        return None
+    kind = "cluster" if scheme in _CLUSTER_SCHEMES else "sentinel"
+    parts = urlsplit(f"{plain_scheme}://{rest}")
+    userinfo, at, host_list = parts.netloc.rpartition("@")
+    hosts = tuple(_host_and_port(item, _DEFAULT_PORTS[kind]) for item in host_list.split(",") if item)
+    if not hosts:
+        raise ValueError(f"a {scheme}:// URL needs at least one host:port")
+    path = [unquote(segment) for segment in parts.path.split("/") if segment]
+    service, db = None, 0
+    if kind == "sentinel":
+        if not path or len(path) > 2:
+            raise ValueError(f"a {scheme}:// URL names the master's service: {scheme}://host:26379/<service>[/<db>]")
+        service = path[0]
+        db = _database(path[1]) if len(path) == 2 else 0
+    elif path and (len(path) > 1 or _database(path[0]) != 0):
+        raise ValueError("a Redis Cluster has only database 0")
+    first_host, first_port = hosts[0]
+    netloc = f"{userinfo}{at}{_bracketed(first_host)}:{first_port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return MultiHostURL(kind, hosts, f"{plain_scheme}://{netloc}/{db}{query}", service, db)
+
+
+def connect(url: str, **options: Any) -> RedisClient:
+    """A client for ``url`` (see the module docstring) with retries, health checks and keepalive."""
+    parsed = parse_multi_host_url(url)
+    retry = options.pop("retry", None) or Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=6)
+    if not url.startswith("unix://"):
+        options.setdefault("socket_keepalive", True)
+    options.setdefault("socket_connect_timeout", 5)
+    if parsed is not None and parsed.kind == "cluster":
+        # Node connections do not retry: the cluster client retries, after refreshing its slot map.
+        return _cluster_client(parsed, retry=retry, **options)
+    options.setdefault("retry_on_error", list(TRANSIENT_ERRORS))
+    options.setdefault("health_check_interval", 15)
+    if parsed is not None:
+        return _sentinel_master(parsed, retry=retry, **options)
+    return redis.Redis.from_url(url, retry=retry, **options)
+
+
+def wait_until_reachable(url: str, timeout_s: float = 0.0) -> None:
+    """Return once the Redis at ``url`` answers PING, trying for up to ``timeout_s`` seconds.
+
+    Between attempts it waits 0.1 s, twice as long after each failure, 5 s at most, and
+    logs one WARNING per retry naming the URL (password masked): processes started
+    before their Redis say why they wait, without flooding the log.
+
+    Raises:
+      RedisUnreachable: it did not answer in time, refused the credentials, or ``url`` is not
+        a Redis URL; the message shows the URL with its password masked.
+    """
+    deadline = time.monotonic() + timeout_s
+    pause = 0.0
+    while True:
+        client: RedisClient | None = None
+        try:
+            client = _probe_client(url)
+            client.ping()
+            return
+        except ValueError as error:
+            raise RedisUnreachable(f"bad Redis URL {mask_url(url)}: {error}") from None
+        except redis.AuthenticationError as error:
+            if not _has_password(url):
+                raise RedisUnreachable(
+                    f"Redis at {mask_url(url)} requires a password: give it in the URL (redis://:PASSWORD@host:port/0)"
+                ) from None
+            raise RedisUnreachable(f"Redis at {mask_url(url)} refused the credentials: {error}") from None
+        except (*TRANSIENT_ERRORS, RedisClusterException) as error:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RedisUnreachable(
+                    f"cannot reach Redis at {mask_url(url)}: {_without_password(error, url)}"
+                ) from None
+            # One line per attempt, and the attempts back off: a few lines a minute at most.
+            pause = min(pause * 2, REACHABLE_BACKOFF_CAP_S, left) if pause else min(REACHABLE_BACKOFF_FIRST_S, left)
+            logger.warning(
+                "Redis at %s is not answering (%s); retrying in %.1fs (giving up in %.0fs).",
+                mask_url(url),
+                _without_password(error, url),
+                pause,
+                left,
+            )
+        finally:
+            if client is not None:
+                client.close()
+        time.sleep(pause)
+
+
+def _probe_client(url: str) -> RedisClient:
+    """A client that gives up fast, for :func:`wait_until_reachable`."""
+    parsed = parse_multi_host_url(url)
+    quick = {"socket_connect_timeout": 2, "socket_timeout": 2}
+    if parsed is None:
+        return redis.Redis.from_url(url, **quick)
+    if parsed.kind == "cluster":
+        return _cluster_client(parsed, retry=Retry(ExponentialBackoff(), retries=0), **quick)
+    return _sentinel_master(parsed, **quick)
+
+
+def _cluster_client(parsed: MultiHostURL, **options: Any) -> RedisCluster:
+    others = [ClusterNode(host, port) for host, port in parsed.hosts[1:]]
+    try:
+        return RedisCluster(url=parsed.node_url, startup_nodes=others, **options)
+    except RedisClusterException as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, redis.AuthenticationError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # no node let us in: the credentials, not the network
+            raise redis.AuthenticationError(str(error)) from None
+        raise
+
+
+def _sentinel_master(parsed: MultiHostURL, **options: Any) -> redis.Redis:
+    assert parsed.service is not None
+    kwargs = {**parse_url(parsed.node_url), **options}
+    for name in ("host", "port"):
+        kwargs.pop(name, None)
+    tls = kwargs.pop("connection_class", None) is redis.SSLConnection
+    sentinel_kwargs = {name: value for name, value in kwargs.items() if name.startswith(("socket_", "ssl_"))}
+    if tls:
+        sentinel_kwargs["ssl"] = True
+    sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs, ssl=tls, **kwargs)
+    return sentinel.master_for(parsed.service)
+
+
+def _host_and_port(item: str, default_port: int) -> tuple[str, int]:
+    if item.startswith("["):
+        host, _, port = item[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = item.partition(":")
+    if not host or (port and not port.isdigit()):
+        raise ValueError(f"bad host:port {item!r}")
+    return host, int(port) if port else default_port
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _database(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"bad database number {text!r}")
+    return int(text)
+
+
+def _has_password(url: str) -> bool:
+    userinfo, at, _ = url.partition("://")[2].split("/", 1)[0].rpartition("@")
+    return bool(at) and ":" in userinfo
+
+
+def _without_password(error: Exception, url: str) -> str:
+    """``error``'s text with the URL's password masked (redis-py's cluster errors quote node URLs)."""
+    text = str(error)
+    password = urlsplit(url.replace("+cluster", "").replace("+sentinel", "")).password
+    return text.replace(password, "***") if password else text

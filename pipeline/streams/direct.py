@@ -1,0 +1,157 @@
+"""The broker's hot-path commands, on connections of its own, past redis-py's per-command machinery.
+
+On a 2-core machine redis-py spends 50-60 µs of CPU around each command (pool
+checkout and fork check, retry wrapper, response callbacks, its observability
+hooks) for a round trip that itself costs ~20 µs of client CPU. The commands
+every message pays for (the ``XADD`` of a send, the ``XREADGROUP`` of a fetch,
+the ack transaction, the router's pipeline) go through :class:`DirectRedis`:
+
+* its connections are made with the client's own settings (URL, credentials,
+  TLS, timeouts, health checks, the retry policy of :func:`pipeline.streams.connection.connect`),
+  and kept on a stack: a caller pops one, uses it, pushes it back, so there are
+  as many as there are concurrent callers, and none is shared by two threads;
+* a connection is opened by its own ``connect()``, as the client's pool opens it, never
+  implicitly by a send: a Sentinel-managed connection learns the master's address only in
+  ``connect()`` (asked again after every disconnect, so a failover is followed), and one
+  opened any other way would reach redis-py's default ``localhost:6379``, whatever answers there;
+* a connection error is retried with the client's retry policy (the
+  connection reconnects), exactly as redis-py retries a command: a command
+  that reached Redis before the connection broke may run twice, which
+  at-least-once delivery allows. Only the round trip retries: reconnecting is
+  one attempt within it, so a Redis that is down fails a call after the
+  policy's backoff (about 5 s), not that many times over (redis-py's connect
+  retries on its own, and nested in the round trip's retry a publish waited 35 s);
+* error replies in a batch are returned as :class:`~redis.exceptions.ResponseError`
+  values, in order, as ``pipeline.execute(raise_on_error=False)`` returns them; a
+  ``NOSCRIPT`` reply to an ``EVALSHA`` loads the script and runs that command again;
+* a forked child never uses its parent's sockets.
+
+Replies are RESP as hiredis parses it: no response callbacks. On a Redis
+Cluster the broker uses :class:`pipeline.streams.cluster.ClusterDirectRedis` instead:
+the same interface, one :class:`DirectRedis` per master.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import hiredis
+import redis
+from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.connection import HiredisRespSerializer
+from redis.exceptions import NoScriptError, ResponseError
+from redis.retry import Retry
+
+from . import forks
+
+Command = Sequence[Any]
+
+
+class RoundTrips(abc.ABC):
+    """What the broker's hot path needs of a Redis: batches of commands, one round trip each
+    (per server), replies in order. :class:`DirectRedis` on one Redis,
+    :class:`~pipeline.streams.cluster.ClusterDirectRedis` on a cluster."""
+
+    def execute(self, *args: Any) -> Any:
+        """Run one command and return its reply; an error reply is raised."""
+        reply = self.execute_many([args])[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    @abc.abstractmethod
+    def execute_many(self, commands: Sequence[Command], scripts: Mapping[str, Script] | None = None) -> list[Any]:
+        """Run ``commands``; their replies in order, error replies as exception values."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Disconnect the idle connections."""
+
+
+class DirectRedis(RoundTrips):
+    """Round trips on dedicated connections made like ``client``'s (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        pool = client.connection_pool
+        self._connection_class = pool.connection_class
+        self._connection_kwargs = dict(pool.connection_kwargs)
+        self._idle: list[Any] = []
+        self._generation = forks.generation()
+        #: The client's retry policy, taken from its first connection (which gets :data:`_ONE_ATTEMPT`).
+        self._retry: Retry | None = None
+
+    def execute_many(self, commands: Sequence[Command], scripts: Mapping[str, Script] | None = None) -> list[Any]:
+        """Run ``commands`` in one round trip; their replies in order, error replies as exception values.
+
+        ``scripts`` maps the SHA of every script an ``EVALSHA`` of ``commands`` names to the
+        script, so that a Redis that lost its script cache gets it again.
+        """
+        connection = self._take()
+        assert self._retry is not None
+        try:
+            packed = self._pack(connection, commands)
+            replies = self._retry.call_with_retry(
+                lambda: self._round_trip(connection, packed, len(commands)),
+                lambda _error: connection.disconnect(),
+            )
+            missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing and scripts:
+                for sha in {str(commands[index][1]) for index in missing}:
+                    connection.send_command("SCRIPT", "LOAD", scripts[sha].script)
+                    connection.read_response()
+                again = [commands[index] for index in missing]
+                for index, reply in zip(
+                    missing, self._round_trip(connection, self._pack(connection, again), len(again)), strict=True
+                ):
+                    replies[index] = reply
+            return replies
+        finally:
+            self._give_back(connection)
+
+    def close(self) -> None:
+        """Disconnect the idle connections (one in use is disconnected when garbage-collected)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.disconnect()
+
+    @staticmethod
+    def _pack(connection: Any, commands: Sequence[Command]) -> list[bytes]:
+        """RESP for ``commands``: hiredis's packer straight away when the connection uses it (our
+        commands are one-word names with str, bytes and int arguments), else the connection's."""
+        if isinstance(connection._command_packer, HiredisRespSerializer):
+            if len(commands) == 1:
+                return [hiredis.pack_command(tuple(commands[0]))]
+            return [b"".join([hiredis.pack_command(tuple(command)) for command in commands])]
+        return connection.pack_commands(commands)
+
+    @staticmethod
+    def _round_trip(connection: Any, packed: list[bytes], count: int) -> list[Any]:
+        if connection._sock is None:
+            connection.connect()  # where the client's pool would connect (see the module docstring)
+        connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for _ in range(count):
+            try:
+                replies.append(connection.read_response())
+            except ResponseError as error:  # an error reply, read whole: the connection is still in step
+                replies.append(error)
+        return replies
+
+    def _take(self) -> Any:
+        if self._generation != forks.generation():
+            self._idle, self._generation = [], forks.generation()  # a forked child: those sockets are the parent's
+        try:
+            return self._idle.pop()
+        except IndexError:
+            connection = self._connection_class(**self._connection_kwargs)
+            if self._retry is None:
+                self._retry = connection.retry  # the client's policy, its retryable errors included
+            connection.retry = Retry(NoBackoff(), 0)  # see the module docstring: the round trip retries
+            return connection
+
+    def _give_back(self, connection: Any) -> None:
+        if self._generation == forks.generation():
+            self._idle.append(connection)
