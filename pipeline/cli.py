@@ -34,6 +34,7 @@ from .cli_models import models
 from .connection import connect, wait_until_reachable
 from .embedded import EmbeddedRedis
 from .errors import FrameflowError, ProcessorLoadError
+from .mqtt.command import mqtt
 from .processor import ProcessorClient
 from .redis_streams import RedisStreamsBroker
 from .settings import Settings, mask_url
@@ -341,6 +342,7 @@ def soak(obj: CliContext, max_memory: str, **plan: Any) -> None:
 
 
 main.add_command(models)
+main.add_command(mqtt)  # the MQTT bridge (pipeline/mqtt/; paho-mqtt is the `mqtt` extra)
 
 
 if __name__ == "__main__":

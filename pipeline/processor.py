@@ -46,6 +46,7 @@ from .frames import frame_size_limit
 from .health import HealthServer
 from .heartbeat import MISSED_BEATS, Heartbeat
 from .intake import checked_frame, frame_data_of
+from .kept_images import keep_image
 from .keys import validate_queue_name
 from .lifecycle import STOP_TIMEOUT_S, ProcessorLifecycle
 from .lifecycle import serve_with_dramatiq as serve_with_dramatiq  # processor modules import it from here
@@ -114,6 +115,8 @@ class ProcessorClient:
         self.max_frame_bytes = frame_size_limit()
         #: Result streams are capped at about this many entries (FRAMEFLOW_RESULTS_MAXLEN; 0: uncapped).
         self.results_maxlen = Settings.from_env().results_maxlen
+        #: Seconds the image of a frame whose result found something is kept for snapshots (0: none).
+        self.snapshot_ttl_s = Settings.from_env().snapshot_ttl_s
         self.broker: RedisStreamsBroker | None = None
         self._slots = threading.BoundedSemaphore(capacity)
         self._worker: dramatiq.Worker | None = None
@@ -352,6 +355,7 @@ class ProcessorClient:
                 latency_ms=latency_ms,
                 trace_context=current_trace_context(),  # the processing span: consumers continue the trace
             )
+            keep_image(broker, frame, frame_data, result, fields, self.snapshot_ttl_s)  # opt-in, for snapshots
             # In the same round trip as the frame's ack.
             broker.write_with_ack(self.result_stream, fields, maxlen=self.results_maxlen)
 
