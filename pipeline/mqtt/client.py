@@ -28,8 +28,10 @@ from .topics import OFFLINE, ONLINE, Topics
 
 logger = logging.getLogger(__name__)
 
-#: Publishes in flight at most (lowered to the broker's Receive Maximum when it announces one).
-MAX_INFLIGHT = 1000
+#: Publishes in flight at most: Mosquitto's Receive Maximum (its ``max_inflight_messages``, 20 by default).
+#: paho 2 does not follow the Receive Maximum a broker announces, and a client that sends more is
+#: disconnected, so this stays at a value brokers accept; more are queued by paho, not dropped.
+MAX_INFLIGHT = 20
 #: How long the first CONNACK may take once the socket is open.
 CONNACK_TIMEOUT_S = 30.0
 
@@ -215,8 +217,13 @@ class Publisher:
                 logger.error("MQTT broker at %s refused the connection: %s", self.url.masked, reason)
             return
         receive_maximum = getattr(properties, "ReceiveMaximum", None)
-        if receive_maximum:
-            client.max_inflight_messages_set(min(MAX_INFLIGHT, int(receive_maximum)))
+        if receive_maximum and int(receive_maximum) < MAX_INFLIGHT:
+            logger.warning(
+                "MQTT broker at %s accepts %s publishes in flight, fewer than the bridge's %d.",
+                self.url.masked,
+                receive_maximum,
+                MAX_INFLIGHT,
+            )
         with self._lock:
             self._connections += 1
             self._connected = True
