@@ -100,9 +100,12 @@ def bridge_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def bridge_process(redis_url: str, mqtt_url: str, log_path: Path, *args: str, **env: str) -> WorkerProcess:
-    """``frameflow --redis-url URL mqtt --mqtt-url URL --from-beginning ARGS`` as a real process."""
-    command = [sys.executable, "-m", "pipeline.cli", "--redis-url", redis_url, "mqtt", "--mqtt-url", mqtt_url]
+def bridge_process(
+    redis_url: str, mqtt_url: str, log_path: Path, *args: str, debug: bool = False, **env: str
+) -> WorkerProcess:
+    """``frameflow [--debug] --redis-url URL mqtt --mqtt-url URL --from-beginning ARGS`` as a real process."""
+    command = [sys.executable, "-m", "pipeline.cli", *(["--debug"] if debug else []), "--redis-url", redis_url]
+    command += ["mqtt", "--mqtt-url", mqtt_url]
     return WorkerProcess([*command, "--from-beginning", *args], bridge_env(**env), log_path)
 
 

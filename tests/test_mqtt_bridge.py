@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,17 @@ from PIL import Image
 
 from pipeline import FrameProducer
 from tests.mosquitto import Mosquitto, Subscriber
-from tests.mqtt_harness import FACES, FakeFaces, acked_everything, bridge_thread, jpeg, write_face
+from tests.mqtt_harness import (
+    FACES,
+    FakeFaces,
+    acked_everything,
+    bridge_env,
+    bridge_thread,
+    face_fields,
+    jpeg,
+    write_face,
+)
+from tests.processes import ROOT
 from tests.processor_harness import running
 
 
@@ -123,3 +135,70 @@ def _configs(subscriber: Subscriber) -> dict[str, dict]:
         for topic in subscriber.topics_seen()
         if topic.startswith("homeassistant/") and subscriber.latest(topic)
     }
+
+
+def test_forget_removes_a_cameras_entities_and_retained_states(redis_url, redis_client, mosquitto, subscriber) -> None:
+    with bridge_thread(redis_url, mosquitto.url(), gap_s=0.3):
+        write_face(redis_client, "door", "d-1", [0.9])
+        write_face(redis_client, "yard", "y-1", [0.9])
+        subscriber.wait_for(
+            lambda: len(_configs(subscriber)) == 4 and subscriber.on("frameflow/yard/face") == [b"1", b"0"]
+        )
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "mqtt", "--mqtt-url", mosquitto.url(), "--forget", "door"],
+        cwd=ROOT,
+        env=bridge_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "forgot camera door: 3 retained message(s) cleared" in completed.stdout  # 2 configs and the count
+    later = Subscriber(mosquitto)  # what a newcomer (Home Assistant after a restart) is told
+    try:
+        later.wait_for(lambda: "frameflow/yard/face" in later.topics_seen(), what="the retained states")
+        retained = later.topics_seen()
+    finally:
+        later.close()
+    assert not [topic for topic in retained if "door" in topic]
+    assert {topic for topic in retained if "yard" in topic} == {
+        "frameflow/yard/face",
+        "homeassistant/sensor/frameflow_yard/face_count/config",
+        "homeassistant/binary_sensor/frameflow_yard/face_occupancy/config",
+    }
+    assert subscriber.latest("homeassistant/sensor/frameflow_door/face_count/config") == b""  # HA removes it
+
+
+def test_bad_results_are_skipped_with_a_reason_and_nothing_else_is_lost(
+    redis_url, redis_client, mosquitto, subscriber, caplog
+) -> None:
+    with bridge_thread(redis_url, mosquitto.url(), gap_s=0.3) as bridge:
+        write_face(redis_client, "door", "good-1", [0.9])
+        redis_client.xadd(FACES, {"frame_id": "bad-1", "camera_id": "door", "faces": "{not json"})
+        redis_client.xadd(FACES, {"frame_id": "bad-2", "camera_id": "a/b#", "faces": "[]"})
+        redis_client.xadd(FACES, {"camera_id": "door", "faces": "[]"})  # no frame id: not a result
+        fields = face_fields("door", "bad-3", [0.9])
+        fields["faces"] = json.dumps([{"score": 7, "box": [1, 2, 3, 4]}])
+        redis_client.xadd(FACES, fields)
+        write_face(redis_client, "porch", "good-2", [0.9])
+        subscriber.wait_for(lambda: len([e for e in subscriber.events() if e["type"] == "end"]) == 2)
+        subscriber.wait_for(lambda: acked_everything(redis_client), what="every entry acknowledged")
+        skipped = {
+            sample.labels["reason"]: sample.value for sample in _samples(bridge, "frameflow_mqtt_results_skipped")
+        }
+    frames = {event["after"]["frame_id"] for event in subscriber.events()}
+    assert frames == {"good-1", "good-2"}
+    assert sum(skipped.values()) == 4, skipped
+    warnings = [record.getMessage() for record in caplog.records if record.name == "pipeline.mqtt.bridge"]
+    assert len(warnings) == 4 and all("\n" not in line and line.startswith("Skipping result") for line in warnings)
+    assert any("is not JSON" in line for line in warnings) and any("is not a camera id" in line for line in warnings)
+    assert any("not a number from 0 to 1" in line for line in warnings)
+
+
+def _samples(bridge, name: str) -> list:
+    return [
+        sample
+        for metric in bridge.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == name + "_total"
+    ]

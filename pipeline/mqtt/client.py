@@ -80,6 +80,7 @@ class Publisher:
             client.will_set(topics.available, OFFLINE, qos=1, retain=True)
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.reconnect_delay_set(1, 10)
+        client.enable_logger(logging.getLogger("paho.mqtt"))  # its packets at DEBUG (flags only, never a password)
         client.on_connect = self._connected_cb
         client.on_disconnect = self._disconnected_cb
         client.on_publish = self._published_cb
