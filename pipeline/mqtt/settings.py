@@ -32,7 +32,7 @@ class MqttUrl:
     may be percent-encoded. ``str()`` and :attr:`masked` never show the password.
     """
 
-    url: str
+    url: str = dataclasses.field(repr=False)  # holds the password: repr shows the parts, str the masked URL
     host: str
     port: int
     tls: bool
