@@ -65,7 +65,9 @@ class Publisher:
         self.metrics = metrics
         self._on_connect_hook = on_connect
         self._lock = threading.Condition()
-        self._pending: dict[int, tuple[float, str, str]] = {}  # mid -> (published at, topic, kind)
+        self._pending: dict[int, tuple[int, float, str, str]] = {}  # mid -> (sequence, published at, topic, kind)
+        self._sequence = 0  # publishes so far, numbered from 1
+        self._wake_at = 0  # flush()/wait_below() want a notify once this few publishes are pending
         self._early: dict[int, Any] = {}  # PUBACKs that came before publish() returned
         self._failures: list[str] = []
         self._connected = False
@@ -143,38 +145,69 @@ class Publisher:
         self._client.loop_stop()
 
     # -- publishing ----------------------------------------------------------------------------
-    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, kind: str = "event") -> None:
-        """Publish at QoS 1; :meth:`flush` waits for the broker's acknowledgement."""
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, kind: str = "event") -> int:
+        """Publish at QoS 1; returns the publish's sequence number (see :meth:`confirmed_through`)."""
         began = time.monotonic()
+        with self._lock:
+            self._sequence += 1
+            sequence = self._sequence
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             raise MqttError(f"paho's queue is full: cannot publish to {topic}")
         with self._lock:
             reason = self._early.pop(info.mid, None)
             if reason is None:
-                self._pending[info.mid] = (began, topic, kind)
-                return
-        self._done(began, topic, kind, reason)
+                self._pending[info.mid] = (sequence, began, topic, kind)
+                return sequence
+        self._done(sequence, began, topic, kind, reason)
+        return sequence
 
-    def flush(self, timeout: float | None = None, stopping: threading.Event | None = None) -> bool:
-        """Wait until the broker acknowledged every publish so far (through reconnects); ``False``
-        when ``timeout`` passed or ``stopping`` was set first.
+    @property
+    def last_sequence(self) -> int:
+        """The sequence number of the latest publish."""
+        with self._lock:
+            return self._sequence
+
+    def confirmed_through(self) -> int:
+        """The highest sequence number up to which the broker acknowledged every publish (made
+        by the calling thread: another thread's publish still in ``publish()`` is not counted).
 
         Raises:
           MqttError: the broker refused a publish (a failure reason code in its PUBACK).
         """
+        with self._lock:
+            self._raise_failure()
+            if not self._pending:
+                return self._sequence
+            return min(pending[0] for pending in self._pending.values()) - 1
+
+    def wait_below(self, limit: int, timeout: float | None = None, stopping: threading.Event | None = None) -> bool:
+        """Wait until at most ``limit`` publishes await the broker's acknowledgement (through
+        reconnects); ``False`` when ``timeout`` passed or ``stopping`` was set first.
+
+        Raises:
+          MqttError: the broker refused a publish.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._pending and not self._failures:
+            self._wake_at = limit
+            while len(self._pending) > limit and not self._failures:
                 if stopping is not None and stopping.is_set():
                     return False
                 left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
                 if left <= 0:
                     return False
                 self._lock.wait(left)
-            if self._failures:
-                raise MqttError(f"MQTT broker at {self.url.masked} refused a publish: {self._failures[0]}")
+            self._raise_failure()
             return True
+
+    def flush(self, timeout: float | None = None, stopping: threading.Event | None = None) -> bool:
+        """Wait until the broker acknowledged every publish so far (see :meth:`wait_below`)."""
+        return self.wait_below(0, timeout, stopping)
+
+    def _raise_failure(self) -> None:
+        if self._failures:
+            raise MqttError(f"MQTT broker at {self.url.masked} refused a publish: {self._failures[0]}")
 
     def retained_topics(self, subscriptions: list[str], settle_s: float = 1.0) -> list[str]:
         """The topics under ``subscriptions`` that hold a retained message: subscribe, then collect
@@ -255,7 +288,7 @@ class Publisher:
                 return
         self._done(*entry, reason)
 
-    def _done(self, began: float, topic: str, kind: str, reason: Any) -> None:
+    def _done(self, sequence: int, began: float, topic: str, kind: str, reason: Any) -> None:
         if getattr(reason, "is_failure", False):
             logger.error("MQTT broker at %s refused the publish to %s: %s", self.url.masked, topic, reason)
             with self._lock:
@@ -268,4 +301,5 @@ class Publisher:
             if kind.startswith("event:"):
                 self.metrics.events.labels(kind.partition(":")[2]).inc()
         with self._lock:
-            self._lock.notify_all()
+            if len(self._pending) <= self._wake_at:
+                self._lock.notify_all()  # a waiter wants to know: only then, not at every PUBACK
