@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline import FrameProducer
+from pipeline.keys import snapshot_key
 from tests.mosquitto import Mosquitto, Subscriber
 from tests.mqtt_harness import (
     FACES,
@@ -93,6 +94,8 @@ def test_a_face_is_one_track_new_updates_end_with_counts_and_a_snapshot(
     snapshot = Image.open(io.BytesIO(subscriber.latest("frameflow/door/face/snapshot")))
     snapshot.load()
     assert (snapshot.format, snapshot.size) == ("JPEG", (64, 48))
+    kept = redis_client.ttl(snapshot_key("frameflow", sent[1]))  # the processor's copy of the best frame
+    assert 0 < kept <= 60
     assert subscriber.latest("frameflow/available") == b"offline"  # the bridge stopped cleanly
     assert b"online" in subscriber.on("frameflow/available")
 
