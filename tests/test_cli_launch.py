@@ -304,7 +304,9 @@ def test_compose_file_has_the_whole_deployment(compose) -> None:
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
-    observers = ("otel-collector", "prometheus", "grafana")
+    assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:")  # the MQTT bridge's broker, beside it
+    assert services["mqtt"]["environment"]["MQTT_URL"] == "mqtt://mosquitto:1883"
+    observers = ("otel-collector", "prometheus", "grafana", "mosquitto")
     mounted = [volume.split(":")[0] for name in observers for volume in services[name]["volumes"]]
     for source in (item for item in mounted if item.startswith("./")):
         assert (COMPOSE / source).exists(), source
