@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev,ml]'
+	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev,ml,mqtt]'
 	touch $(STAMP)
 
 ## run: the Procfile end to end (embedded Redis on a free port, scheduler, sample processor,
@@ -27,12 +27,14 @@ up: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/frameflow demo
 
-## test: lint, the whole test suite, then Dramatiq's own suite against our broker, then the
+## test: lint, the whole test suite (the MQTT bridge's on Debian's mosquitto, installed if missing:
+##       scripts/ensure-mosquitto), then Dramatiq's own suite against our broker, then the
 ##       broker and routing tests again on Debian's Redis 7 (installed if missing: scripts/ensure-redis-server)
 ##       and on a 3-master Redis Cluster of it
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	scripts/ensure-redis-server >/dev/null
+	scripts/ensure-mosquitto >/dev/null
 	$(VENV)/bin/python -m pytest
 	$(VENV)/bin/python scripts/dramatiq_suite.py
 	@echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"
@@ -46,7 +48,7 @@ test: $(STAMP)
 
 ## bench: the side-by-side benchmark (docs/benchmarks.md); ARGS=--quick for a short run
 bench: $(STAMP)
-	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev,ml,bench]'
+	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev,ml,mqtt,bench]'
 	$(VENV)/bin/python -m benchmarks $(ARGS)
 
 lint: $(STAMP)

@@ -69,6 +69,8 @@ class Settings:
       parked_bound: ``FRAMEFLOW_PARKED_BOUND``, how many frames wait at most on the parked stream of
         a capability no live processor serves; beyond it the oldest is dropped and counted
         (``overflow``). 0 keeps every parked frame.
+      snapshot_ttl_s: ``FRAMEFLOW_SNAPSHOT_TTL_S``, seconds a processor keeps the image of a frame whose
+        result found something, for snapshots (``pipeline/kept_images.py``); 0, the default, keeps none.
     """
 
     redis_url: str | None = None
@@ -85,6 +87,7 @@ class Settings:
     wait_for_redis_s: int = 0
     results_maxlen: int = 10_000
     parked_bound: int = 1000
+    snapshot_ttl_s: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +110,7 @@ class Settings:
             wait_for_redis_s=_int(env, "FRAMEFLOW_WAIT_FOR_REDIS", cls.wait_for_redis_s),
             results_maxlen=_int(env, "FRAMEFLOW_RESULTS_MAXLEN", cls.results_maxlen),
             parked_bound=_int(env, "FRAMEFLOW_PARKED_BOUND", cls.parked_bound),
+            snapshot_ttl_s=_int(env, "FRAMEFLOW_SNAPSHOT_TTL_S", cls.snapshot_ttl_s),
         )
 
     def processor_allowed(self, processor_id: str) -> bool:

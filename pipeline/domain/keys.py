@@ -76,6 +76,11 @@ def image_refs_key(namespace: str, frame_id: str) -> str:
     return f"{namespace}:image-refs:{{{frame_id}}}"
 
 
+def snapshot_key(namespace: str, frame_id: str) -> str:
+    """A processor's short-lived copy of a frame's image, for snapshots (:mod:`pipeline.domain.kept_images`)."""
+    return f"{namespace}:snapshot:{{{frame_id}}}"
+
+
 def frame_id_of_image_key(namespace: str, key: str) -> str | None:
     """The frame id of ``key`` when it is a claim-checked image key of ``namespace``, else None."""
     prefix = f"{namespace}:image:{{"

@@ -4,7 +4,8 @@ When ``process_frame`` returned, :class:`~pipeline.processes.processor.Processor
 acknowledges the frame's queue entry with what must be written with it:
 
 1. the result entry (``XADD`` to the processor's result stream, capped at about
-   ``results_maxlen``: :func:`pipeline.domain.results.result_fields` flattened it);
+   ``results_maxlen``: :func:`pipeline.domain.results.result_fields` flattened it), preceded,
+   when the processor keeps images for snapshots, by the kept copy (:mod:`pipeline.domain.kept_images`);
 2. the release of this copy's reference to the frame's claim-checked image
    (:mod:`pipeline.domain.claim_check`: the last copy to release it deletes it);
 3. the ack itself (``XACK`` + ``XDEL``), which the queue's ack batcher writes right
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.domain.claim_check import release_commands
+from pipeline.domain.kept_images import SNAPSHOT_REF_FIELD, KeptImage
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.consumer import StreamMessageProxy
 
@@ -34,8 +36,14 @@ def acknowledge_frame(
     result_stream: str | None = None,
     result: Mapping[str, Any] | None = None,
     results_maxlen: int = 0,
+    kept_image: KeptImage | None = None,
 ) -> None:
-    """Attach the frame's result entry and its image release to ``message``'s ack."""
+    """Attach the frame's result entry and its image release to ``message``'s ack; with ``kept_image``,
+    the copy of its image kept for snapshots too, named in the result."""
+    if kept_image is not None and result is not None:
+        for command in kept_image.commands:
+            message.write_with_ack(*command)
+        result = {**result, SNAPSHOT_REF_FIELD: kept_image.ref}
     if result is not None and result_stream:
         cap = ("MAXLEN", "~", results_maxlen) if results_maxlen > 0 else ()
         message.write_with_ack("XADD", result_stream, *cap, "*", *(item for pair in result.items() for item in pair))

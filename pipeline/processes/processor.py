@@ -40,6 +40,7 @@ from middleware.observability import add_observability
 from middleware.processor_guard import guard_processor_queue
 from middleware.routing import CapabilityRouter, router_of
 from pipeline.domain.frames import IMAGE_REF_FIELD, frame_size_limit
+from pipeline.domain.kept_images import kept_image
 from pipeline.domain.keys import processor_queue
 from pipeline.domain.registry import ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import result_fields
@@ -118,6 +119,8 @@ class ProcessorClient:
         self.max_frame_bytes = frame_size_limit()
         #: Result streams are capped at about this many entries (FRAMEFLOW_RESULTS_MAXLEN; 0: uncapped).
         self.results_maxlen = Settings.from_env().results_maxlen
+        #: Seconds the image of a frame whose result found something is kept for snapshots (0: none).
+        self.snapshot_ttl_s = Settings.from_env().snapshot_ttl_s
         self.broker: RedisStreamsBroker | None = None
         self._slots = threading.BoundedSemaphore(capacity)
         self._worker: dramatiq.Worker | None = None
@@ -367,6 +370,8 @@ class ProcessorClient:
                 result_stream=self.result_stream,
                 result=fields,
                 results_maxlen=self.results_maxlen,
+                # opt-in (FRAMEFLOW_SNAPSHOT_TTL_S): a short-lived copy of the image for snapshots
+                kept_image=kept_image(broker.namespace, frame, frame_data, result, self.snapshot_ttl_s),
             )
 
     def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:

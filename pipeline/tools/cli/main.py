@@ -32,6 +32,7 @@ import redis
 from rich.table import Table
 
 from pipeline.errors import FrameflowError, ProcessorLoadError
+from pipeline.mqtt.command import mqtt
 from pipeline.processes.processor import ProcessorClient
 from pipeline.settings import Settings, mask_url
 from pipeline.streams.connection import wait_until_reachable
@@ -308,6 +309,7 @@ def soak(obj: CliContext, max_memory: str, **plan: Any) -> None:
 
 
 main.add_command(models)
+main.add_command(mqtt)  # the MQTT bridge (pipeline/mqtt/; paho-mqtt is the `mqtt` extra)
 
 
 if __name__ == "__main__":
