@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("frame domain", ("pipeline.domain",)),
     ("middleware", ("middleware",)),
     ("processes", ("pipeline.processes", "pipeline.broker")),
-    ("edges", ("pipeline.cameras",)),
+    ("edges", ("pipeline.cameras", "pipeline.ingest")),
     ("operator tools", ("pipeline.tools",)),
     ("workers", ("workers",)),
 ]
