@@ -158,7 +158,7 @@ def test_publish_result_refuses_what_cannot_be_encoded(redis_url: str, redis_cli
     assert redis_client.exists("results:migrant-2") == 0, "nothing refused is written"
 
 
-def test_capacity_answers_are_true_to_the_frames_in_flight_and_the_bound_grows_live(
+def test_capacity_answers_are_true_to_the_frames_in_flight_and_the_bound_changes_live(
     redis_url: str, redis_client: redis.Redis, producer: FrameProducer
 ) -> None:
     processor = RecordingProcessor("migrant-3", ["face_detection"], redis_url, capacity=1)
@@ -184,6 +184,24 @@ def test_capacity_answers_are_true_to_the_frames_in_flight_and_the_bound_grows_l
         wait_for(lambda: processor.stats.processed == 3, what="the three frames to finish")
         assert (processor.get_available_capacity(), processor.is_at_capacity()) == (3, False)
         metrics = processor.get_metrics()
+
+        asyncio.run_coroutine_threadsafe(processor.update_configuration({"capacity": 1}), loop).result(10)
+        peaks: list[int] = []
+        count_start = processor.stats.started
+
+        def started() -> None:
+            count_start()
+            peaks.append(processor.stats.snapshot()["in_flight"])
+
+        processor.stats.started = started  # type: ignore[method-assign]
+        processor.gate.clear()
+        for _ in range(3):
+            publish(producer, ["face_detection"])
+        wait_for(lambda: processor.calls == 4, what="a frame to start under the smaller bound")
+        assert processor.is_at_capacity()
+        processor.gate.set()
+        wait_for(lambda: processor.stats.processed == 6, what="the frames to finish one at a time")
+        assert max(peaks) == 1, f"frames in flight under capacity 1: {peaks}"
     assert metrics["processor_id"] == "migrant-3"
     assert (metrics["frames_processed"], metrics["errors_total"], metrics["capacity_used"]) == (3, 0, 0)
     assert metrics["uptime_seconds"] > 0
