@@ -127,3 +127,13 @@ class RegistrationRefused(FrameflowError):
         )
         self.processor_id = processor_id
         self.allowed = tuple(allowed)
+
+
+class ResultRefused(FrameflowError, ValueError):
+    """``ProcessorClient.publish_result`` was given what cannot be a result entry (not a dict, no
+    ``frame_id``, a value JSON cannot carry) or the processor has no ``result_stream``."""
+
+
+class ConfigurationRefused(FrameflowError, ValueError):
+    """``ProcessorClient.update_configuration`` was given a setting it does not know or a bad value;
+    nothing was changed."""

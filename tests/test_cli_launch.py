@@ -267,6 +267,7 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
     camera = commands["camera"]
     assert camera[camera.index("--source") + 1] == "synthetic" and "enqueue" in camera
     assert commands["results"][3:6] == ["results", "samples:processed", "--follow"]
+    assert commands["ingest"][3:6] == ["ingest", "--stream", "frames:metadata"]
     # Everyone reaches the Procfile's Redis: .env names it and empties a REDIS_URL from the shell.
     assert (settings["REDIS_URL"], settings["REDIS_HOST"]) == ("", "127.0.0.1")
 
@@ -290,15 +291,15 @@ def compose() -> dict:
 def test_compose_file_has_the_whole_deployment(compose) -> None:
     services = compose["services"]
     assert set(services) == {
-        "redis", "scheduler", "sample-worker", "camera", "results", "otel-collector", "prometheus", "grafana",
-        "mosquitto", "mqtt",
+        "redis", "scheduler", "sample-worker", "camera", "results", "ingest", "otel-collector", "prometheus",
+        "grafana", "mosquitto", "mqtt",
     }  # fmt: skip
     redis_command = services["redis"]["command"]
     assert redis_command[0] == "redis-server"
     assert _option(redis_command, "--appendonly") == "yes"
     assert _option(redis_command, "--maxmemory-policy") == "noeviction"
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
-    for name in ("scheduler", "sample-worker", "camera", "results", "mqtt"):
+    for name in ("scheduler", "sample-worker", "camera", "results", "mqtt", "ingest"):
         service = services[name]
         assert service["image"] == "frameflow:latest" and service["build"]["dockerfile"] == "compose/Dockerfile"
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
@@ -336,7 +337,7 @@ def test_compose_services_run_commands_the_image_has(compose) -> None:
                 assert module.split(".")[0] in IMAGE_PACKAGES, module
                 assert importlib.util.find_spec(module) is not None, module
         checked += 1
-    assert checked == 5
+    assert checked == 6
 
 
 def test_compose_telemetry_configs_are_wired_together(compose) -> None:

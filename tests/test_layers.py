@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("frame domain", ("pipeline.domain",)),
     ("middleware", ("middleware",)),
     ("processes", ("pipeline.processes", "pipeline.broker")),
-    ("edges", ("pipeline.cameras", "pipeline.mqtt")),
+    ("edges", ("pipeline.cameras", "pipeline.ingest", "pipeline.mqtt")),
     ("operator tools", ("pipeline.tools",)),
     ("workers", ("workers",)),
 ]

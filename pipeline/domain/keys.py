@@ -93,3 +93,9 @@ def frame_id_of_image_key(namespace: str, key: str) -> str | None:
 def probe_key(namespace: str, processor_id: str) -> str:
     """Held by the one router allowed to send a half-open breaker its probe frame."""
     return f"{namespace}:probe:{processor_id}"
+
+
+def ingest_counts_key(namespace: str, stream: str) -> str:
+    """Hash of what ``frameflow ingest`` did with the entries of the original system's ``stream``:
+    ``routed``, ``parked``, ``dead_lettered`` and one field per dead-letter reason."""
+    return f"{namespace}:counts:ingest:{{{stream}}}"

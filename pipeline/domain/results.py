@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -45,6 +46,32 @@ def result_problem(fields: Mapping[bytes, bytes], max_bytes: int = MAX_RESULT_BY
             value.decode()
         except UnicodeDecodeError:
             return f"field {name.decode('utf-8', 'replace')!r} is not UTF-8 text"
+    return None
+
+
+def encoding_problem(result: Any) -> str | None:
+    """Why ``result`` cannot be published as a result entry without losing something (``None``
+    when it can): :func:`result_fields` writes what a processor returns as well as it can, but a
+    result published on purpose (``ProcessorClient.publish_result``) is refused instead."""
+    if not isinstance(result, Mapping):
+        return f"a result is a dict, not {type(result).__name__}"
+    if not result.get("frame_id"):
+        return "a result needs a frame_id (readers skip entries without one)"
+    for name, value in result.items():
+        if not isinstance(name, str) or not name:
+            return f"field name {name!r} is not a non-empty string"
+        if isinstance(value, bytes):
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                return f"field {name!r} holds bytes that are not UTF-8 text"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"field {name!r} is {value!r}, which JSON readers cannot take"
+        elif not isinstance(value, str | int | float | bool | type(None)):
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as error:
+                return f"field {name!r} cannot be encoded as JSON: {error}"
     return None
 
 

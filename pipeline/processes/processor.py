@@ -19,6 +19,9 @@ orchestrator is no longer a service but the routing middleware every producer
 carries, and everything meets in Redis.
 
 A processor whose id ``FRAMEFLOW_ALLOWED_PROCESSORS`` does not allow never starts (:meth:`ensure_allowed`).
+
+The original client's other public methods (``register``, ``unregister``, ``publish_result``,
+``get_metrics``, ``update_configuration``, ``async with``, ...) live in :mod:`.original_api`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import threading
 import time
 from typing import Any
 
@@ -59,7 +61,9 @@ from .heartbeat import MISSED_BEATS, Heartbeat
 from .intake import checked_frame, frame_data_of
 from .lifecycle import STOP_TIMEOUT_S, ProcessorLifecycle
 from .lifecycle import serve_with_dramatiq as serve_with_dramatiq  # processor modules import it from here
+from .original_api import OriginalClientApi
 from .processor_stats import ProcessorStats
+from .slots import ProcessingSlots
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ logger = logging.getLogger(__name__)
 SEED_DEFAULT_REDIS_URL = "redis://localhost:6379"
 
 
-class ProcessorClient:
+class ProcessorClient(OriginalClientApi):
     """Base class of a frame processor. Implement :meth:`process_frame` (async or plain),
     or :meth:`process_batch` to receive frames in micro-batches (``pipeline/processes/batching.py``).
 
@@ -122,7 +126,7 @@ class ProcessorClient:
         #: Seconds the image of a frame whose result found something is kept for snapshots (0: none).
         self.snapshot_ttl_s = Settings.from_env().snapshot_ttl_s
         self.broker: RedisStreamsBroker | None = None
-        self._slots = threading.BoundedSemaphore(capacity)
+        self._slots = ProcessingSlots(capacity)  # resized by update_configuration
         self._worker: dramatiq.Worker | None = None
         self._owns_worker = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,6 +218,7 @@ class ProcessorClient:
             broker.emit_after("process_boot")
             self._worker.start()
         await self._loop.run_in_executor(None, self._come_online)
+        self._came_online()
         logger.info("Processor %s is consuming %s.", self.processor_id, self.queue_name)
         await self._stop_requested.wait()
         await self._loop.run_in_executor(None, self._go_offline)
@@ -239,6 +244,7 @@ class ProcessorClient:
     def _come_online(self) -> None:
         broker = self._ensure_broker()
         self._registry = ProcessorRegistry(broker.client, broker.namespace)
+        self._withdrawn = False
         if self.health_port is not None:
             # Before registering: the registry entry names the endpoint (and its chosen port).
             host = Settings.from_env().health_host
@@ -278,6 +284,8 @@ class ProcessorClient:
 
     def _beat(self) -> None:
         assert self._registry is not None
+        if self._withdrawn:
+            return  # unregister(): out of the registry until register()
         alive = self._registry.heartbeat(
             self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.snapshot()
         )
@@ -318,6 +326,7 @@ class ProcessorClient:
             "capacity": self.capacity,
             **self.stats.snapshot(),
             "uptime_s": round(self.stats.uptime_s(), 3),
+            **self.original_counters(),  # the original client's names, for its dashboards and probes
             "queue_backlog": backlog,
             "breaker": self._breaker.state,
         }

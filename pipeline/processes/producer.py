@@ -10,6 +10,7 @@ one round trip. The result says where it went, or why not.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -19,12 +20,15 @@ import redis
 
 from middleware.routing import CapabilityRouter, RoutingDecision
 from middleware.tracing import MAX_OPEN_SENDS, Tracing
-from pipeline.domain.frames import FRAME_OPTION, Frame, FrameRejected, frame_size_limit
+from pipeline.domain.frames import FRAME_OPTION, MAX_FRAME_ID_CHARS, Frame, FrameRejected, frame_size_limit
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
 
 #: The virtual queue a frame is addressed to before routing picks its processors.
 FRAMES_QUEUE = "frames"
+
+#: What a frame id kept from upstream may look like (it names keys and messages).
+_FRAME_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_FRAME_ID_CHARS - 1}}}")
 
 #: Frames ``publish_many`` writes per round trip: no more sends open at once than tracing keeps.
 PUBLISH_CHUNK = MAX_OPEN_SENDS
@@ -67,9 +71,15 @@ class FrameProducer:
         metadata: dict[str, Any] | None = None,
         timestamp: datetime | str | float | None = None,
         max_age_ms: int | None = None,
+        frame_id: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> RoutingDecision:
         """Publish one frame; returns its ``frame_id``, the processor ids it went to
         (``targets``) and, for capabilities no live processor serves, the ``reason``.
+
+        ``frame_id`` keeps an id the frame already has (default: a new one); ``trace_context``
+        (W3C ``traceparent``/``tracestate``) continues a trace begun upstream: the send span is
+        its child, or, without tracing, the frame carries it unchanged to the processors.
 
         Raises:
           FrameRejected: the frame is invalid (empty image, unknown format, bad camera id, ...).
@@ -84,6 +94,8 @@ class FrameProducer:
             metadata=metadata,
             timestamp=timestamp,
             max_age_ms=max_age_ms,
+            frame_id=frame_id,
+            trace_context=trace_context,
         )
         return self._route([message])[0]
 
@@ -128,6 +140,8 @@ class FrameProducer:
         metadata: dict[str, Any] | None = None,
         timestamp: datetime | str | float | None = None,
         max_age_ms: int | None = None,
+        frame_id: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> dramatiq.Message:
         """A validated frame as the message the router takes: whatever the arguments, either
         that or :class:`FrameRejected` saying which argument is wrong."""
@@ -143,6 +157,7 @@ class FrameProducer:
             not isinstance(max_age_ms, int) or isinstance(max_age_ms, bool) or max_age_ms < 1
         ):
             raise FrameRejected(f"bad max_age_ms {max_age_ms!r}: expected a positive number of milliseconds")
+        identity = {} if frame_id is None else {"frame_id": _checked_frame_id(frame_id)}
         frame = Frame(
             camera_id=camera_id,
             image=image,
@@ -151,6 +166,8 @@ class FrameProducer:
             format=format,
             metadata=metadata or {},
             timestamp=_as_datetime(timestamp),
+            trace_context=_checked_trace_context(trace_context),
+            **identity,
         ).validate(self.max_frame_bytes)
         message = dramatiq.Message(
             queue_name=FRAMES_QUEUE,
@@ -169,6 +186,25 @@ class FrameProducer:
 
     def close(self) -> None:
         self.broker.close()
+
+
+def _checked_frame_id(frame_id: Any) -> str:
+    """A frame id kept from upstream: it names Redis keys and messages, so letters, digits and ``._:-`` only."""
+    if not isinstance(frame_id, str) or not _FRAME_ID.fullmatch(frame_id):
+        raise FrameRejected(
+            f"bad frame_id {str(frame_id)[:40]!r}: use 1-{MAX_FRAME_ID_CHARS} letters, digits, '.', '_', ':' or '-'"
+        )
+    return frame_id
+
+
+def _checked_trace_context(trace_context: Any) -> dict[str, str]:
+    if trace_context is None:
+        return {}
+    if not isinstance(trace_context, Mapping) or not all(
+        isinstance(name, str) and isinstance(value, str) for name, value in trace_context.items()
+    ):
+        raise FrameRejected("trace_context must map W3C header names to strings (traceparent, tracestate)")
+    return dict(trace_context)
 
 
 def _as_datetime(timestamp: datetime | str | float | None) -> datetime:

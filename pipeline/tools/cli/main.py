@@ -42,6 +42,7 @@ from .context import DEFAULT_REDIS_URL, CliContext
 from .dlq import dlq
 from .drain import deregister, drain
 from .enqueue import enqueue
+from .ingest import ingest
 from .inspect import console, processors, queues, results, top
 from .models import models
 
@@ -89,7 +90,7 @@ def main(context: click.Context, debug: bool, redis_url: str | None, wait_for_re
     context.call_on_close(context.obj.close)
 
 
-for command in (processors, queues, top, results, dlq, deregister, drain, enqueue):
+for command in (processors, queues, top, results, dlq, deregister, drain, enqueue, ingest):
     main.add_command(command)
 
 

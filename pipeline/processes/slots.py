@@ -1,0 +1,63 @@
+"""A processor's hard bound on frames in flight, resizable while it runs.
+
+``ProcessorClient`` runs at most ``capacity`` frames at once. A fixed
+``threading.BoundedSemaphore`` cannot change its bound, and the original client's
+``update_configuration({"capacity": n})`` changes it live: :class:`ProcessingSlots`
+is a counting bound whose size can be changed at any time. Growing it lets waiting
+frames start at once; shrinking it lets the frames already running finish and
+starts no new one until fewer than the new bound are in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+
+class ProcessingSlots:
+    """At most :attr:`size` holders at once; ``with slots:`` waits for a free slot."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a processor needs at least one slot")
+        self._size = size
+        self._used = 0
+        self._changed = threading.Condition(threading.Lock())
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def used(self) -> int:
+        """Slots held now (frames being processed)."""
+        return self._used
+
+    def resize(self, size: int) -> None:
+        """Change the bound; holders above a smaller bound keep their slots until they release them."""
+        if size < 1:
+            raise ValueError("a processor needs at least one slot")
+        with self._changed:
+            self._size = size
+            self._changed.notify_all()
+
+    def acquire(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._used < self._size)
+            self._used += 1
+
+    def release(self) -> None:
+        with self._changed:
+            if self._used == 0:
+                raise ValueError("released a slot that was not held")
+            self._used -= 1
+            self._changed.notify()
+
+    def __enter__(self) -> ProcessingSlots:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.release()
