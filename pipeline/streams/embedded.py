@@ -218,6 +218,8 @@ class EmbeddedRedis:
         """Start the server and return once it answers PING."""
         if self.process is not None and self.process.poll() is None:
             return self
+        if not os.path.isdir(self.data_dir):
+            raise EmbeddedRedisError(f"the data folder {self.data_dir} does not exist: create it first")
         log = open(os.path.join(self.data_dir, "redis.log"), "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
             self.command_line(),
