@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from pipeline.domain.keys import processor_key, processors_index_key, registry_channel
+from pipeline.domain.keys import offered_capabilities_key, processor_key, processors_index_key, registry_channel
 from pipeline.errors import RegistrationRefused
 from pipeline.settings import Settings, processor_allowed
 
@@ -144,6 +144,8 @@ class ProcessorRegistry:
         pipe.hset(key, mapping={**info.to_fields(), "heartbeat_at": str(time.time())})
         pipe.pexpire(key, int(ttl_s * 1000))
         pipe.sadd(self.index_key, info.processor_id)
+        if info.capabilities:
+            pipe.sadd(offered_capabilities_key(self.namespace), *info.capabilities)
         pipe.execute()
         # Announced on its own: a Redis Cluster pipeline cannot carry PUBLISH.
         self.client.publish(self.channel, f"register {info.processor_id}")
@@ -205,6 +207,10 @@ class ProcessorRegistry:
             elif include_dead:
                 found.append(_dead(processor_id))
         return found
+
+    def offered_capabilities(self) -> set[str]:
+        """Every capability a processor ever registered with, live or not."""
+        return {member.decode() for member in self.client.smembers(offered_capabilities_key(self.namespace))}
 
     def live_with(self, capability: str) -> list[ProcessorInfo]:
         return [info for info in self.list() if capability in info.capabilities]
