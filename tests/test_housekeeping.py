@@ -4,6 +4,7 @@ a frame carries, consumer groups that forget dead workers, and rejections kept i
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
 import uuid
@@ -13,6 +14,7 @@ import redis
 
 from pipeline import ProcessorRegistry
 from pipeline.domain.frames import now_ms
+from tests.cli_harness import frameflow_process, table_header, table_row
 from tests.hostile import frame_entry, valid_frame
 from tests.polling import wait_until
 from tests.processes import WorkerProcess, queue_is_drained, worker_env
@@ -48,3 +50,26 @@ def test_a_skipped_frame_logs_one_short_line_without_its_image(
     (skipped,) = [line for line in lines if "was skipped" in line]
     assert f"<{len(base64.b64encode(image))} characters>" in skipped or f"<{len(image)} bytes>" in skipped, skipped
     assert max(len(line) for line in lines) < LONGEST_LOG_LINE
+
+
+def test_rejections_reach_the_registry_and_the_cli(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
+    processor = echo_processor(redis_url, "rej-1", tmp_path / "processor.log")
+    registry = ProcessorRegistry(redis_client)
+    try:
+        wait_until(lambda: registry.get("rej-1"), 30, lambda: processor.log_tail())
+        redis_client.xadd("frames:ready:rej-1", frame_entry({**valid_frame(), "format": b"gif"}, "rej-1"))
+        info = wait_until(
+            lambda: (found := registry.get("rej-1")) is not None and found.rejected == 1 and found,
+            30,
+            lambda: f"a heartbeat counting the rejection:\n{processor.log_tail()}",
+        )
+        table = frameflow_process("--redis-url", redis_url, "processors")
+        listing = frameflow_process("--redis-url", redis_url, "processors", "--json")
+    finally:
+        processor.stop()
+    assert info.last_rejection.startswith("FrameRefused: "), info
+    assert table.returncode == 0, table.stderr
+    headers = table_header(table.stdout, "processors")
+    assert table_row(table.stdout, "rej-1")[headers.index("rejected")] == "1"
+    (entry,) = json.loads(listing.stdout)
+    assert (entry["rejected"], entry["last_rejection"]) == (1, info.last_rejection)

@@ -60,6 +60,7 @@ class ProcessorInfo:
     in_flight: int = 0
     processed: int = 0
     failed: int = 0
+    rejected: int = 0
     latency_ms: float = 0.0
     breaker: str = BREAKER_CLOSED
     breaker_since: float = 0.0
@@ -67,6 +68,7 @@ class ProcessorInfo:
     queue_bound: int = 0
     overflow: str = "drop_oldest"
     last_error: str = ""
+    last_rejection: str = ""
     alive: bool = True
 
     def to_fields(self) -> dict[str, str]:

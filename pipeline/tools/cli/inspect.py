@@ -103,8 +103,9 @@ def until_interrupted() -> Iterator[None]:
 def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None = None) -> Table:
     now = time.time()
     table = Table(title="processors", title_justify="left")
-    for name in ("processor", "capabilities", "capacity", "state", "in flight", "processed", "failed"):
-        table.add_column(name, justify="right" if name in ("capacity", "in flight", "processed", "failed") else "left")
+    counters = ("capacity", "in flight", "processed", "failed", "rejected")
+    for name in ("processor", "capabilities", "capacity", "state", "in flight", "processed", "failed", "rejected"):
+        table.add_column(name, justify="right" if name in counters else "left")
     if rates is not None:
         table.add_column("frames/s", justify="right")
     table.add_column("latency ms", justify="right")
@@ -112,7 +113,7 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
     table.add_column("host")
     for info in infos:
         if not info.alive:
-            row = [info.processor_id, "-", "-", "dead", "-", "-", "-", *(["-"] if rates is not None else []), "-"]
+            row = [info.processor_id, "-", "-", "dead", "-", "-", "-", "-", *(["-"] if rates is not None else []), "-"]
             table.add_row(*row, "-", "-")
             continue
         row = [
@@ -123,6 +124,7 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
             str(info.in_flight),
             str(info.processed),
             str(info.failed),
+            str(info.rejected),
         ]
         if rates is not None:
             rate = rates.get(info.processor_id)
