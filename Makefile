@@ -27,12 +27,13 @@ up: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/frameflow demo
 
-## test: lint, the whole test suite (the MQTT bridge's on Debian's mosquitto, installed if missing:
+## test: lint (ruff check, ruff format --check), the whole test suite (the MQTT bridge's on Debian's mosquitto, installed if missing:
 ##       scripts/ensure-mosquitto), then Dramatiq's own suite against our broker, then the
 ##       broker and routing tests again on Debian's Redis 7 (installed if missing: scripts/ensure-redis-server)
 ##       and on a 3-master Redis Cluster of it
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	scripts/ensure-redis-server >/dev/null
 	scripts/ensure-mosquitto >/dev/null
 	$(VENV)/bin/python -m pytest
@@ -45,6 +46,10 @@ test: $(STAMP)
 		tests/test_broker.py tests/test_acks.py tests/test_routing.py tests/test_registry.py tests/test_publish_many.py \
 		tests/test_processor.py tests/test_scheduler.py tests/test_actor_routing.py tests/test_processor_failover.py \
 		tests/test_cli_inspect.py tests/test_cli_admin.py tests/test_cluster.py
+
+## suite: Dramatiq's own test suite against our broker core, imported alone (scripts/dramatiq_suite.py)
+suite: $(STAMP)
+	$(VENV)/bin/python scripts/dramatiq_suite.py
 
 ## bench: the side-by-side benchmark (docs/benchmarks.md); ARGS=--quick for a short run
 bench: $(STAMP)

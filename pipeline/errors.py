@@ -108,6 +108,10 @@ class UnknownDeadLetter(FrameflowError, LookupError):
     """No dead letter with that entry id in the queue."""
 
 
+class BadSetting(FrameflowError, ValueError):
+    """An environment variable frameflow reads holds something it cannot use; the message names it."""
+
+
 class ProcessorLoadError(FrameflowError):
     """``frameflow worker MODULE[:CLASS]`` names nothing that builds a processor."""
 

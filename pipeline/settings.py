@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
+
+from pipeline.errors import BadSetting
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -16,7 +19,30 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
+        raise BadSetting(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadSetting(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BadSetting(f"{name}={raw!r} is not a finite number")
+    return value
+
+
+def _positive_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number above 0, or ``None`` when the variable is unset or empty."""
+    if not env.get(name):
+        return None
+    value = _int(env, name, 0)
+    if value < 1:
+        raise BadSetting(f"{name}={env[name]!r} must be 1 or more")
+    return value
 
 
 def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -29,7 +55,7 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str 
     if not raw:
         return None
     if raw not in choices:
-        raise ValueError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+        raise BadSetting(f"{name}={raw!r} is not one of {', '.join(choices)}")
     return raw
 
 
@@ -71,6 +97,12 @@ class Settings:
         (``overflow``). 0 keeps every parked frame.
       snapshot_ttl_s: ``FRAMEFLOW_SNAPSHOT_TTL_S``, seconds a processor keeps the image of a frame whose
         result found something, for snapshots (``pipeline/kept_images.py``); 0, the default, keeps none.
+      processor_id: ``PROCESSOR_ID``, the id a processor module registers under (else its own default).
+      orchestrator_url: ``ORCHESTRATOR_URL``, kept for the seed's constructor; frameflow does not use it.
+      processor_capacity: ``PROCESSOR_CAPACITY``, frames a processor works on at once (else its default).
+      health_check_interval_s: ``HEALTH_CHECK_INTERVAL``, seconds between a processor's heartbeats.
+
+    A malformed value raises :class:`~pipeline.errors.BadSetting` (a ``ValueError``) naming the variable.
     """
 
     redis_url: str | None = None
@@ -88,6 +120,10 @@ class Settings:
     results_maxlen: int = 10_000
     parked_bound: int = 1000
     snapshot_ttl_s: int = 0
+    processor_id: str | None = None
+    orchestrator_url: str = ""
+    processor_capacity: int | None = None
+    health_check_interval_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +147,10 @@ class Settings:
             results_maxlen=_int(env, "FRAMEFLOW_RESULTS_MAXLEN", cls.results_maxlen),
             parked_bound=_int(env, "FRAMEFLOW_PARKED_BOUND", cls.parked_bound),
             snapshot_ttl_s=_int(env, "FRAMEFLOW_SNAPSHOT_TTL_S", cls.snapshot_ttl_s),
+            processor_id=env.get("PROCESSOR_ID") or None,
+            orchestrator_url=env.get("ORCHESTRATOR_URL", cls.orchestrator_url),
+            processor_capacity=_positive_or_none(env, "PROCESSOR_CAPACITY"),
+            health_check_interval_s=_float(env, "HEALTH_CHECK_INTERVAL", cls.health_check_interval_s),
         )
 
     def processor_allowed(self, processor_id: str) -> bool:

@@ -11,6 +11,8 @@ import time
 
 import redis
 
+from pipeline.streams.embedded import EmbeddedRedis
+
 FRAMEFLOW = [sys.executable, "-m", "pipeline.tools.cli"]
 
 
@@ -92,3 +94,28 @@ def test_redis_command_keeps_serving_its_clients_after_sigterm_until_they_leave(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_redis_command_refuses_a_port_another_redis_serves(tmp_path) -> None:
+    # Another Redis on a free port (never the machine's 6379), holding data that must survive.
+    with EmbeddedRedis() as other:
+        client = redis.Redis.from_url(other.url)
+        client.set("theirs", "kept")
+        result = subprocess.run(
+            [*FRAMEFLOW, "redis", "--port", str(other.port), "--dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+            timeout=60,
+        )
+        assert "ready" not in result.stdout, result.stdout
+        assert "Traceback" not in result.stderr, result.stderr
+        assert (result.returncode, result.stderr.splitlines()) == (
+            1,
+            [
+                f"Error: port {other.port} on 127.0.0.1 is taken (Address already in use): "
+                "choose another port, or 0 for any free one"
+            ],
+        )
+        assert client.get("theirs") == b"kept"  # the other Redis was not disturbed
+        client.close()

@@ -51,13 +51,13 @@ def test_processors_lists_every_processor_with_state_counters_and_host(redis_url
 
     assert table.exit_code == 0, table.output
     assert table_header(table.stdout, "processors") == [
-        "processor", "capabilities", "capacity", "state", "in flight", "processed", "failed",
+        "processor", "capabilities", "capacity", "state", "in flight", "processed", "failed", "rejected",
         "latency ms", "heartbeat", "host",
     ]  # fmt: skip
     echo = table_row(table.stdout, "echo-1")
-    assert echo[:7] == ["echo-1", "echo, faces", "2", "live", "0", "3", "0"]
-    assert echo[8].endswith("s ago") and float(echo[8].split("s")[0]) < 5
-    assert echo[9] == f"{socket.gethostname()}:{os.getpid()}"
+    assert echo[:8] == ["echo-1", "echo, faces", "2", "live", "0", "3", "0", "0"]
+    assert echo[9].endswith("s ago") and float(echo[9].split("s")[0]) < 5
+    assert echo[10] == f"{socket.gethostname()}:{os.getpid()}"
     assert table_row(table.stdout, "idle-2")[1:4] == ["echo", "3", "draining"]
     assert table_row(table.stdout, "flaky-3")[3] == "breaker open"
     assert table_row(table.stdout, "gone-4")[3] == "dead"
@@ -153,8 +153,8 @@ def test_top_shows_processors_and_queues_and_refreshes(redis_url, redis_client) 
         assert table_row(result.stdout, "echo-1")[5] == "2"  # processed
         assert table_row(result.stdout, "frames.ready.slow-1")[2] == "2"  # backlog
         assert table_row(result.stdout, "frames.ready.echo-1")[2] == "0"
-    assert table_row(live.stdout, "echo-1")[7] == "0.0"  # a rate between the two refreshes
-    assert table_row(once.stdout, "echo-1")[7] == "-"  # one snapshot has no rate
+    assert table_row(live.stdout, "echo-1")[8] == "0.0"  # a rate between the two refreshes (after "rejected")
+    assert table_row(once.stdout, "echo-1")[8] == "-"  # one snapshot has no rate
 
 
 def test_processing_rates_are_frames_processed_between_two_snapshots(redis_url, redis_client) -> None:

@@ -23,6 +23,27 @@ from pipeline.errors import SourceError
 #: Image files a folder source reads, by suffix, with the format frames declare.
 IMAGE_SUFFIXES = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".bmp": "bmp"}
 
+#: Video files a source reads, by suffix. Any other file is "not an image or video", said before
+#: PyAV sees it: FFmpeg opens nearly anything (a text file "plays" as a terminal recording).
+VIDEO_SUFFIXES = frozenset(
+    (
+        ".mp4",
+        ".m4v",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mov",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".flv",
+        ".h264",
+        ".h265",
+        ".mjpeg",
+        ".gif",
+    )
+)
+
 #: The source name of the generated camera.
 SYNTHETIC = "synthetic"
 
@@ -59,7 +80,12 @@ def open_source(
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFiles([path], loop)
-        return VideoFile(path, loop, quality)
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return VideoFile(path, loop, quality)
+        raise SourceError(
+            f"cannot read {path}: not an image or video (images: {', '.join(sorted(IMAGE_SUFFIXES))}; "
+            f"videos: {', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
     raise SourceError(f"no such source {spec!r}: give 'synthetic', a folder of images or a video file")
 
 
@@ -100,12 +126,14 @@ class ImageFiles:
 
         while True:
             for path in self.files:
-                data = path.read_bytes()
                 try:
+                    data = path.read_bytes()
                     with Image.open(io.BytesIO(data)) as image:
                         width, height, kind = image.width, image.height, (image.format or "").lower()
-                except (UnidentifiedImageError, OSError) as error:
-                    raise SourceError(f"cannot read image {path}: {error}") from None
+                except UnidentifiedImageError:  # its message names the BytesIO, not the file
+                    raise SourceError(f"cannot read image {path}: not an image Pillow can decode") from None
+                except OSError as error:
+                    raise SourceError(f"cannot read image {path}: {error.strerror or error}") from None
                 kind = "jpeg" if kind == "mpo" else kind  # cameras' multi-picture JPEGs are JPEGs
                 yield SourceFrame(data, width, height, kind or IMAGE_SUFFIXES[path.suffix.lower()], {"file": path.name})
             if not self.loop:

@@ -29,6 +29,12 @@ def processors_index_key(namespace: str) -> str:
     return f"{namespace}:processors"
 
 
+def offered_capabilities_key(namespace: str) -> str:
+    """The set of every capability a processor ever registered with (``frameflow enqueue`` warns
+    about a capability outside it: a typo parks every frame)."""
+    return f"{namespace}:capabilities"
+
+
 def registry_channel(namespace: str) -> str:
     """The pub/sub channel on which registry changes are announced."""
     return f"{namespace}:registry"

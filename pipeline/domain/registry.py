@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from pipeline.domain.keys import processor_key, processors_index_key, registry_channel
+from pipeline.domain.keys import offered_capabilities_key, processor_key, processors_index_key, registry_channel
 from pipeline.errors import RegistrationRefused
 from pipeline.settings import Settings, processor_allowed
 
@@ -60,6 +60,7 @@ class ProcessorInfo:
     in_flight: int = 0
     processed: int = 0
     failed: int = 0
+    rejected: int = 0
     latency_ms: float = 0.0
     breaker: str = BREAKER_CLOSED
     breaker_since: float = 0.0
@@ -67,6 +68,7 @@ class ProcessorInfo:
     queue_bound: int = 0
     overflow: str = "drop_oldest"
     last_error: str = ""
+    last_rejection: str = ""
     alive: bool = True
 
     def to_fields(self) -> dict[str, str]:
@@ -144,6 +146,8 @@ class ProcessorRegistry:
         pipe.hset(key, mapping={**info.to_fields(), "heartbeat_at": str(time.time())})
         pipe.pexpire(key, int(ttl_s * 1000))
         pipe.sadd(self.index_key, info.processor_id)
+        if info.capabilities:
+            pipe.sadd(offered_capabilities_key(self.namespace), *info.capabilities)
         pipe.execute()
         # Announced on its own: a Redis Cluster pipeline cannot carry PUBLISH.
         self.client.publish(self.channel, f"register {info.processor_id}")
@@ -205,6 +209,10 @@ class ProcessorRegistry:
             elif include_dead:
                 found.append(_dead(processor_id))
         return found
+
+    def offered_capabilities(self) -> set[str]:
+        """Every capability a processor ever registered with, live or not."""
+        return {member.decode() for member in self.client.smembers(offered_capabilities_key(self.namespace))}
 
     def live_with(self, capability: str) -> list[ProcessorInfo]:
         return [info for info in self.list() if capability in info.capabilities]

@@ -5,7 +5,6 @@ environment, attach it under Dramatiq's CLI, or run it the seed's way.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from typing import Any
 
@@ -18,12 +17,15 @@ from .processor import ProcessorClient
 
 def options_from_env(default_id: str, default_capacity: int) -> dict[str, Any]:
     """The constructor arguments a deployment sets through the environment:
-    ``PROCESSOR_ID``, ``ORCHESTRATOR_URL``, ``PROCESSOR_CAPACITY``, ``HEALTH_CHECK_INTERVAL``."""
+    ``PROCESSOR_ID``, ``ORCHESTRATOR_URL``, ``PROCESSOR_CAPACITY``, ``HEALTH_CHECK_INTERVAL``,
+    read through :class:`~pipeline.settings.Settings` (a malformed one raises
+    :class:`~pipeline.errors.BadSetting` naming it, which ``frameflow worker`` prints as one line)."""
+    settings = Settings.from_env()
     return {
-        "processor_id": os.environ.get("PROCESSOR_ID", default_id),
-        "orchestrator_url": os.environ.get("ORCHESTRATOR_URL", ""),
-        "capacity": int(os.environ.get("PROCESSOR_CAPACITY", str(default_capacity))),
-        "health_check_interval": float(os.environ.get("HEALTH_CHECK_INTERVAL", "5")),
+        "processor_id": settings.processor_id or default_id,
+        "orchestrator_url": settings.orchestrator_url,
+        "capacity": settings.processor_capacity or default_capacity,
+        "health_check_interval": settings.health_check_interval_s,
     }
 
 

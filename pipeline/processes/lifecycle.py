@@ -131,7 +131,17 @@ def serve_with_dramatiq(processor: ManagedProcessor) -> bool:
     from dramatiq.broker import global_broker
 
     if isinstance(global_broker, RedisStreamsBroker):
+        quiet_scheduler_logs()
         processor.ensure_allowed()  # at import: Dramatiq's CLI logs and ignores what worker boot raises
         processor.attach(global_broker)
         return True
     return False
+
+
+def quiet_scheduler_logs() -> None:
+    """Dramatiq's CLI logs at INFO, and APScheduler logs two INFO lines for every heartbeat
+    ("Running job", "executed successfully"): raise its level to WARNING, unless the
+    application set one of its own (its warnings, a missed heartbeat, still show)."""
+    scheduler_logger = logging.getLogger("apscheduler")
+    if scheduler_logger.level == logging.NOTSET:
+        scheduler_logger.setLevel(logging.WARNING)

@@ -56,6 +56,18 @@ _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
 _DEFAULT_PORTS = {"cluster": 6379, "sentinel": 26379}
 
+#: Every URL scheme :func:`connect` takes, as a bad URL's message lists them.
+SUPPORTED_SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix", *_CLUSTER_SCHEMES, *_SENTINEL_SCHEMES)
+
+
+def check_scheme(url: str) -> None:
+    """Raise ``ValueError`` listing every supported scheme when ``url`` has none of them
+    (redis-py's own message names only its three)."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme.lower() not in SUPPORTED_SCHEMES:
+        supported = ", ".join(f"{name}://" for name in SUPPORTED_SCHEMES)
+        raise ValueError(f"the scheme must be one of {supported}")
+
 
 @dataclasses.dataclass(frozen=True)
 class MultiHostURL:
@@ -105,6 +117,7 @@ def parse_multi_host_url(url: str) -> MultiHostURL | None:
 
 def connect(url: str, **options: Any) -> RedisClient:
     """A client for ``url`` (see the module docstring) with retries, health checks and keepalive."""
+    check_scheme(url)
     parsed = parse_multi_host_url(url)
     retry = options.pop("retry", None) or Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=6)
     if not url.startswith("unix://"):
@@ -170,6 +183,7 @@ def wait_until_reachable(url: str, timeout_s: float = 0.0) -> None:
 
 def _probe_client(url: str) -> RedisClient:
     """A client that gives up fast, for :func:`wait_until_reachable`."""
+    check_scheme(url)
     parsed = parse_multi_host_url(url)
     quick = {"socket_connect_timeout": 2, "socket_timeout": 2}
     if parsed is None:

@@ -6,6 +6,7 @@ group, never holding more than its prefetch.
 from __future__ import annotations
 
 import logging
+import reprlib
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -28,6 +29,37 @@ logger = logging.getLogger(__name__)
 #: Upper bound on how long lapsed leases and due delayed messages wait for a busy consumer to look.
 HOUSEKEEPING_INTERVAL_S = 0.25
 
+#: Text and bytes values longer than this show in log lines as their length only.
+LOGGED_VALUE_MAX = 120
+
+
+class _LoggedRepr(reprlib.Repr):
+    """``repr`` for log lines: an image a message carries (a megabyte of bytes or of base64) shows
+    as ``<1048576 bytes>``, never as its content; containers are cut short too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxother = LOGGED_VALUE_MAX
+        self.maxdict = self.maxlist = self.maxtuple = 20
+        self.maxlevel = 4
+
+    def repr_str(self, value: str, level: int) -> str:
+        return repr(value) if len(value) <= LOGGED_VALUE_MAX else f"<{len(value)} characters>"
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        return repr(value) if len(value) <= LOGGED_VALUE_MAX else f"<{len(value)} bytes>"
+
+
+_LOGGED = _LoggedRepr()
+
+
+def shortened(message: Message) -> str:
+    """``actor(arg, ..., name=value)`` as Dramatiq's ``str(message)`` writes it, long values cut short."""
+    params = [_LOGGED.repr(arg) for arg in message.args]
+    params += [f"{name}={_LOGGED.repr(value)}" for name, value in message.kwargs.items()]
+    return f"{message.actor_name}({', '.join(params)})"
+
+
 #: How long ``close`` waits for pending acks to be written.
 ACK_FLUSH_TIMEOUT_S = 5.0
 
@@ -40,6 +72,14 @@ class StreamMessageProxy(MessageProxy):
         self.entry_id = entry_id
         #: Commands written in the same round trip as the ack, just before it (:mod:`pipeline.streams.acks`).
         self.ack_writes: list[tuple] = []
+
+    def __str__(self) -> str:
+        # Dramatiq's worker logs the message itself ("Message %s was skipped.", "Failed to process
+        # message %s ..."): its own str() would print every argument in full, a frame's image included.
+        return shortened(self._message)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} {self.message_id} {shortened(self._message)}>"
 
     def write_with_ack(self, *command: Any) -> None:
         """Run ``command`` with this message's acknowledgement: written, with the other acks of its

@@ -128,6 +128,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def refuse_taken_port(port: int) -> None:
+    """Raise :class:`EmbeddedRedisError` naming ``port`` when something listens on it already.
+
+    redis-server would fail to bind it and exit, but whatever listens there (another Redis
+    most likely) answers the readiness PING first: the caller would think it started its own."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As redis-server binds: SO_REUSEADDR lets a restart reuse the port its old connections
+        # hold in TIME_WAIT, and still fails where a socket listens.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            reason = error.strerror or error
+            raise EmbeddedRedisError(
+                f"port {port} on 127.0.0.1 is taken ({reason}): choose another port, or 0 for any free one"
+            ) from None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -218,6 +236,9 @@ class EmbeddedRedis:
         """Start the server and return once it answers PING."""
         if self.process is not None and self.process.poll() is None:
             return self
+        if not os.path.isdir(self.data_dir):
+            raise EmbeddedRedisError(f"the data folder {self.data_dir} does not exist: create it first")
+        refuse_taken_port(self.port)
         log = open(os.path.join(self.data_dir, "redis.log"), "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
             self.command_line(),

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .inspect import console, err_console, until_interrupted
+from pipeline.domain.registry import ProcessorRegistry
+
+from .inspect import console, err_console, plain, until_interrupted
 
 if TYPE_CHECKING:
     from .context import CliContext
@@ -55,6 +57,11 @@ if TYPE_CHECKING:
     type=click.IntRange(min=1),
     help="How long a frame stays worth processing.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse (exit 1) a capability no processor has ever offered, instead of warning and parking its frames.",
+)
 @click.pass_obj
 def enqueue(
     obj: CliContext,
@@ -68,6 +75,7 @@ def enqueue(
     height: int,
     quality: int,
     max_age_ms: int,
+    strict: bool,
 ) -> None:
     """Publish frames from a source at a rate, routed by capability; shows sent / routed / parked / dropped."""
     from pipeline.cameras.sources import open_source
@@ -76,6 +84,7 @@ def enqueue(
     if not (math.isfinite(rate) and rate > 0):
         raise click.ClickException(f"bad rate {rate:g}: give frames per second above 0, e.g. --rate 5")
     source = open_source(source_spec, width=width, height=height, loop=loop, quality=quality)
+    _check_capabilities(obj, capabilities, strict)
     producer = FrameProducer(redis_client=obj.client(), max_age_ms=max_age_ms)
     totals = dict.fromkeys(("sent", "routed", "parked", "dropped"), 0)
     progress = Progress(
@@ -121,3 +130,20 @@ def enqueue(
         f"sent {totals['sent']} frame(s) from {source_spec} as {camera_id}: {totals['routed']} routed, "
         f"{totals['parked']} parked, {totals['dropped']} dropped in {time.monotonic() - started:.1f}s"
     )
+
+
+def _check_capabilities(obj: CliContext, capabilities: tuple[str, ...], strict: bool) -> None:
+    """Warn (refuse with ``strict``) when no processor ever registered with a capability the frames
+    need: a typo would otherwise park every frame, silently, until a processor offers it."""
+    offered = ProcessorRegistry(obj.client(), obj.namespace).offered_capabilities()
+    unknown = [capability for capability in capabilities if capability not in offered]
+    if not unknown:
+        return
+    known = ", ".join(sorted(offered)) or "none yet"
+    message = (
+        f"no processor has ever offered {', '.join(repr(name) for name in unknown)} "
+        f"(capabilities offered so far: {known})"
+    )
+    if strict:
+        raise click.ClickException(message)
+    err_console.print(f"warning: {plain(message)}; its frames will be parked until a processor offers it")

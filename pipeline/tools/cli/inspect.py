@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import re
 import signal
 import statistics
 import time
@@ -28,8 +30,21 @@ if TYPE_CHECKING:
 
     from .context import CliContext
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+#: How wide a table may grow when output goes to a pipe or a file: rich's 80 columns would
+#: squeeze, wrap or drop columns of ``frameflow processors | cat``, and no terminal limits it there.
+PIPED_WIDTH = 1000
+
+
+def _console(**options: Any) -> Console:
+    """A console for the CLI; not a terminal and no ``COLUMNS``: wide enough for every table's columns."""
+    made = Console(highlight=False, soft_wrap=True, **options)
+    if not made.is_terminal and not os.environ.get("COLUMNS"):
+        made.width = PIPED_WIDTH
+    return made
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -88,8 +103,9 @@ def until_interrupted() -> Iterator[None]:
 def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None = None) -> Table:
     now = time.time()
     table = Table(title="processors", title_justify="left")
-    for name in ("processor", "capabilities", "capacity", "state", "in flight", "processed", "failed"):
-        table.add_column(name, justify="right" if name in ("capacity", "in flight", "processed", "failed") else "left")
+    counters = ("capacity", "in flight", "processed", "failed", "rejected")
+    for name in ("processor", "capabilities", "capacity", "state", "in flight", "processed", "failed", "rejected"):
+        table.add_column(name, justify="right" if name in counters else "left")
     if rates is not None:
         table.add_column("frames/s", justify="right")
     table.add_column("latency ms", justify="right")
@@ -97,7 +113,7 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
     table.add_column("host")
     for info in infos:
         if not info.alive:
-            row = [info.processor_id, "-", "-", "dead", "-", "-", "-", *(["-"] if rates is not None else []), "-"]
+            row = [info.processor_id, "-", "-", "dead", "-", "-", "-", "-", *(["-"] if rates is not None else []), "-"]
             table.add_row(*row, "-", "-")
             continue
         row = [
@@ -108,6 +124,7 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
             str(info.in_flight),
             str(info.processed),
             str(info.failed),
+            str(info.rejected),
         ]
         if rates is not None:
             rate = rates.get(info.processor_id)
@@ -273,7 +290,7 @@ def results(obj: CliContext, streams: tuple[str, ...], follow: bool, as_json: bo
             fields = _text(raw)
             seen.append(fields)
             if as_json:
-                click.echo(json.dumps({"stream": stream, "id": entry_id, **fields}))
+                click.echo(json.dumps({"stream": stream, "id": entry_id, **typed(fields)}))
             else:
                 click.echo(_result_line(stream, entry_id, fields))
             if limit and len(seen) >= limit:
@@ -309,6 +326,28 @@ def _last_id(client: redis.Redis, stream: str) -> str:
 
 def _text(fields: dict[bytes, bytes]) -> dict[str, str]:
     return {name.decode(): value.decode() for name, value in fields.items()}  # result_problem checked UTF-8
+
+
+#: Result fields that stay text in ``results --json`` whatever they look like (ids, times).
+TEXT_FIELDS = frozenset(("frame_id", "camera_id", "processor_id", "timestamp", "captured_at"))
+
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def typed(fields: dict[str, str]) -> dict[str, Any]:
+    """A result's fields with the types its processor returned: a result entry is flat text
+    (numbers as digits, nested values and booleans as JSON), so numbers become numbers, JSON
+    objects, lists, ``true``/``false``/``null`` their values; ids and times stay text."""
+    return {name: value if name in TEXT_FIELDS else _typed_value(value) for name, value in fields.items()}
+
+
+def _typed_value(text: str) -> Any:
+    if text[:1] in ("{", "[") or text in ("true", "false", "null") or _JSON_NUMBER.fullmatch(text):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
 
 
 def _result_line(stream: str, entry_id: str, fields: dict[str, str]) -> str:

@@ -171,7 +171,11 @@ def scheduler(obj: CliContext, interval: float, metrics_port: int | None) -> Non
     signal.signal(signal.SIGINT, lambda *_: jobs.stop())
     console.print(f"frameflow scheduler on {obj.masked_url}, every {interval:g}s")
     if metrics_port is not None:
-        port = jobs.serve_metrics(metrics_port)
+        try:
+            port = jobs.serve_metrics(metrics_port)
+        except OSError as error:  # the port is taken, or not ours to bind
+            reason = error.strerror or error
+            raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {reason}") from None
         console.print(f"metrics at http://{Settings.from_env().health_host}:{port}/metrics")
     sys.stdout.flush()
     jobs.run()
@@ -193,6 +197,7 @@ def worker(obj: CliContext, target: str) -> None:
     _log_info(obj)
     wait_until_reachable(obj.url, obj.wait_for_redis_s)  # before the module builds its processor
     os.environ["REDIS_URL"] = obj.url  # which the processor reads when it is built
+    put_current_folder_on_path()
     processor = load_processor(target)
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
@@ -202,6 +207,14 @@ def worker(obj: CliContext, target: str) -> None:
     )
     asyncio.run(processor.start())
     console.print(f"processor {processor.processor_id} stopped")
+
+
+def put_current_folder_on_path() -> None:
+    """Let ``frameflow worker mysvc`` import ``mysvc.py`` from the current folder, as ``dramatiq mysvc``
+    does: run as a console script, Python puts the script's folder on the path, not the current one."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
 
 
 def load_processor(target: str) -> ProcessorClient:
