@@ -9,7 +9,8 @@ once, or dropped and counted as stale when it is past its max age.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import dramatiq
 
@@ -25,19 +26,9 @@ if TYPE_CHECKING:
     from pipeline.streams.broker import RedisStreamsBroker
 
 
-class FrameMover(Protocol):
-    """What releasing parked frames needs of the router (:class:`~middleware.routing.CapabilityRouter`)."""
-
-    def invalidate(self) -> None: ...
-
-    def move(
-        self,
-        broker: RedisStreamsBroker,
-        stream: str,
-        entry_id: bytes,
-        message: dramatiq.Message,
-        fields: dict[bytes, bytes],
-    ) -> RoutingDecision | None: ...
+#: How the router moves one parked entry (:meth:`~middleware.routing.CapabilityRouter.move`): broker,
+#: parked stream, entry id, its decoded message and its fields; None when another process moved it.
+MoveEntry = Callable[["RedisStreamsBroker", str, bytes, dramatiq.Message, dict[bytes, bytes]], RoutingDecision | None]
 
 
 def parked_reason(capability: str) -> str:
@@ -45,10 +36,12 @@ def parked_reason(capability: str) -> str:
     return f"no live processor for capability {capability!r}"
 
 
-def release_parked(router: FrameMover, broker: RedisStreamsBroker, capabilities: list[str]) -> tuple[int, int]:
-    """Route frames parked for ``capabilities`` with ``router``; frames past their max age are
+def release_parked(
+    move: MoveEntry, refreshed: Callable[[], None], broker: RedisStreamsBroker, capabilities: list[str]
+) -> tuple[int, int]:
+    """Route frames parked for ``capabilities`` with the router's ``move``; frames past their max age are
     dropped, counted as stale and their image references released. Returns (routed, dropped)."""
-    router.invalidate()
+    refreshed()  # the router reads the registry afresh: a processor just registered
     routed = dropped = 0
     for capability in capabilities:
         key = parked_key(broker.namespace, capability)
@@ -60,7 +53,7 @@ def release_parked(router: FrameMover, broker: RedisStreamsBroker, capabilities:
                     broker.client.hincrby(parked_drops_key(broker.namespace), "stale", 1)
                     release_images(broker, [fields.get(IMAGE_REF_FIELD.encode(), b"")])
                 continue
-            decision = router.move(broker, key, entry_id, message, fields)  # None: another process moved it
+            decision = move(broker, key, entry_id, message, fields)  # None: another process moved it
             routed += 1 if decision is not None and decision.targets else 0
     return routed, dropped
 

@@ -324,7 +324,7 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
     # -- parked frames (middleware/parking.py) ---------------------------------------------
     def release_parked(self, broker: RedisStreamsBroker, capabilities: list[str]) -> tuple[int, int]:
         """Route frames parked for ``capabilities`` (:func:`middleware.parking.release_parked`)."""
-        return release_parked(self, broker, capabilities)
+        return release_parked(self.move, self.invalidate, broker, capabilities)
 
 
 def _inlined(command: tuple[Any, ...], scripts: dict[str, str]) -> tuple[Any, ...]:
