@@ -1,37 +1,46 @@
-# The two commands of the README. Each creates .venv and installs frameflow
-# into it on first use (and again whenever setup.cfg or pyproject.toml change).
+# The two commands of the README. Each creates .venv and installs into it on first use (and again
+# whenever setup.cfg or pyproject.toml change): `make run` (and up, demo) only the core it runs,
+# `make test` (and lint, suite, bench) the extras the tests need, torch included.
 VENV ?= .venv
 PYTHON ?= python3
-STAMP := $(VENV)/.installed
+CORE_STAMP := $(VENV)/.installed-core
+TEST_STAMP := $(VENV)/.installed-test
+TEST_EXTRAS := dev,ml,mqtt,video
 
 .PHONY: run up demo test bench lint suite clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev,ml,mqtt]'
-	touch $(STAMP)
+
+$(CORE_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e .
+	touch $(CORE_STAMP)
+
+$(TEST_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[$(TEST_EXTRAS)]'
+	touch $(TEST_STAMP) $(CORE_STAMP)
 
 ## run: the Procfile end to end (embedded Redis on a free port, scheduler, sample processor,
 ##      synthetic camera, result follower) until 100 results arrived, then everything stops
-run: $(STAMP)
+run: $(CORE_STAMP)
 	@printf 'REDIS_PORT=%s\nCAMERA_FPS=25\nRESULTS_LIMIT=100\n' \
 	  "$$($(VENV)/bin/python -c 'from pipeline.streams.embedded import free_port; print(free_port())')" > $(VENV)/run.env
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -e .env,$(VENV)/run.env
 
 ## up: the Procfile with the settings of .env (Redis on 6379), until Ctrl-C
-up: $(STAMP)
+up: $(CORE_STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start
 
 ## demo: one worker process, 200 frames, a summary table (frameflow demo)
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(VENV)/bin/frameflow demo
 
 ## test: lint (ruff check, ruff format --check), the whole test suite (the MQTT bridge's on Debian's mosquitto, installed if missing:
 ##       scripts/ensure-mosquitto), then Dramatiq's own suite against our broker, then the
 ##       broker and routing tests again on Debian's Redis 7 (installed if missing: scripts/ensure-redis-server)
 ##       and on a 3-master Redis Cluster of it
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	scripts/ensure-redis-server >/dev/null
@@ -48,15 +57,15 @@ test: $(STAMP)
 		tests/test_cli_inspect.py tests/test_cli_admin.py tests/test_cluster.py
 
 ## suite: Dramatiq's own test suite against our broker core, imported alone (scripts/dramatiq_suite.py)
-suite: $(STAMP)
+suite: $(TEST_STAMP)
 	$(VENV)/bin/python scripts/dramatiq_suite.py
 
 ## bench: the side-by-side benchmark (docs/benchmarks.md); ARGS=--quick for a short run
-bench: $(STAMP)
-	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev,ml,mqtt,bench]'
+bench: $(TEST_STAMP)
+	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[$(TEST_EXTRAS),bench]'
 	$(VENV)/bin/python -m benchmarks $(ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

@@ -1,7 +1,7 @@
 """A new user's first hour with ``frameflow`` (issue 14): a processor module in the current folder,
 one-line errors for the usual mistakes, a warning for a capability nobody offers, JSON a program can
-read, tables that survive a pipe, quiet heartbeats under Dramatiq's CLI, and a Makefile that does what
-it lists. Every command runs as a real process against a real Redis."""
+read, tables that survive a pipe and quiet heartbeats under Dramatiq's CLI (the Makefile's part:
+tests/test_install.py). Every command runs as a real process against a real Redis."""
 
 from __future__ import annotations
 
@@ -227,18 +227,3 @@ def test_scheduler_logs_no_line_per_heartbeat_under_dramatiq_cli(
         cli.stop()
     log = cli.log_path.read_text(errors="replace")
     assert "apscheduler" not in log, log
-
-
-# -- the Makefile ---------------------------------------------------------------------------
-def make_dry_run(target: str, tmp_path: Path) -> str:
-    """The commands ``make TARGET`` would run (nothing is run), with a scratch venv path."""
-    result = subprocess.run(
-        ["make", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def test_make_suite_runs_dramatiq_suite_and_make_test_checks_formatting(tmp_path: Path) -> None:
-    assert "scripts/dramatiq_suite.py" in make_dry_run("suite", tmp_path)
-    assert "ruff format --check ." in make_dry_run("test", tmp_path)

@@ -1,7 +1,7 @@
 """Frame sources for ``frameflow enqueue``: a synthetic camera, a folder of images, a video file.
 
 A source is an iterable of :class:`SourceFrame` (encoded image, size, format,
-metadata). Pillow draws and reads images, PyAV decodes video; both are imported
+metadata). Pillow draws and reads images, PyAV (the ``video`` extra) decodes video; both are imported
 when a source is opened, so ``import pipeline`` does not pay for them. Opening a
 source checks it at once (the path exists, the folder holds images, the file is
 a video), so a bad source fails before the first frame is sent.
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SourceError
+
+from .pyav import load_av
 
 #: Image files a folder source reads, by suffix, with the format frames declare.
 IMAGE_SUFFIXES = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".bmp": "bmp"}
@@ -144,8 +146,7 @@ class VideoFile:
     """The decoded frames of a video file's first video stream, each encoded as a JPEG."""
 
     def __init__(self, path: Path, loop: bool = False, quality: int = 85) -> None:
-        import av
-
+        av = load_av(f"the video {path}")
         self.path, self.loop, self.quality = path, loop, quality
         try:
             self.container = av.open(str(path))
@@ -156,8 +157,7 @@ class VideoFile:
             raise SourceError(f"cannot read video {path}: it has no video stream")
 
     def __iter__(self) -> Iterator[SourceFrame]:
-        import av
-
+        av = load_av(f"the video {self.path}")
         decoded = 0
         try:
             while True:
