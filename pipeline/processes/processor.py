@@ -264,10 +264,10 @@ class ProcessorClient(OriginalClientApi):
                 logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
 
     def _go_offline(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()  # first: a beat still running would register the processor again
         if self._registry is not None:
             self._registry.deregister(self.processor_id)
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
         if self._owns_worker and self._worker is not None:
             self._worker.stop(timeout=int(STOP_TIMEOUT_S * 1000))
             self._worker = None
