@@ -287,7 +287,7 @@ class ProcessorClient(OriginalClientApi):
         if self._withdrawn:
             return  # unregister(): out of the registry until register()
         alive = self._registry.heartbeat(
-            self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.snapshot()
+            self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.for_heartbeat()
         )
         if not alive:
             logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
@@ -309,6 +309,7 @@ class ProcessorClient(OriginalClientApi):
             queue_bound=self.queue_bound,
             overflow=self.overflow,
             breaker=self._breaker.state,
+            heartbeat_interval_s=self.health_check_interval,
         )
 
     def health_report(self) -> tuple[bool, dict[str, Any]]:
