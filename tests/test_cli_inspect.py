@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +19,9 @@ import dramatiq
 import pytest
 import redis
 
-from pipeline import FrameProducer, ProcessorInfo, ProcessorRegistry
+from middleware.routing import CapabilityRouter
+from pipeline import FrameProducer, ProcessorInfo, ProcessorRegistry, RedisStreamsBroker
+from pipeline.processes.scheduler import PipelineScheduler
 from tests.cli_harness import COLUMNS, FRAMEFLOW, ROOT, frameflow, table_header, table_row
 from tests.processes import WorkerProcess, worker_env
 from tests.processor_harness import IMAGE, RecordingProcessor, register_fake, running, wait_for
@@ -271,3 +275,49 @@ def test_results_follow_prints_new_results_until_sigterm(redis_url, redis_client
             process.wait()
     assert sorted(line.split("frame=")[1].split()[0] for line in seen[:4]) == sorted(frame_ids + more)
     assert seen[4].startswith("4 result(s) from echo-1 4;")
+
+
+def test_a_killed_processor_shows_stale_until_reaped_and_the_reaping_warns(
+    redis_url, redis_client, tmp_path, caplog
+) -> None:
+    """Stale once its heartbeat is over 1.5 intervals old (it showed ``live`` until its entry
+    expired at 3), in ``processors`` and ``top``; the scheduler reaps it with one WARNING line."""
+    registry = ProcessorRegistry(redis_client)
+    processor = echo_processor(redis_url, "killed-1", tmp_path / "processor.log", ECHO_HEARTBEAT_S="1")
+    broker = RedisStreamsBroker(redis_url)
+    broker.add_middleware(CapabilityRouter())
+    scheduler = PipelineScheduler(broker, interval_s=1.0)
+    try:
+        wait_for(lambda: registry.get("killed-1"), timeout=30, what="killed-1 to register")
+        next_beat(registry, "killed-1")
+        assert table_row(frameflow(redis_url, "processors").stdout, "killed-1")[3] == "live"
+        processor.kill()  # SIGKILL: no deregistration, no last beat
+
+        wait_for(
+            lambda: table_row(frameflow(redis_url, "processors").stdout, "killed-1")[3] != "live",
+            timeout=10,
+            what="killed-1 to show another state than live",
+        )
+        shown = frameflow(redis_url, "processors").stdout
+        top = frameflow(redis_url, "top", "--once").stdout
+        listing = {
+            entry["processor_id"]: entry for entry in json.loads(frameflow(redis_url, "processors", "--json").stdout)
+        }
+        assert registry.get("killed-1") is not None, "its entry expired before the CLI looked: not stale but dead"
+        assert table_row(shown, "killed-1")[3] == "stale"
+        assert table_row(top, "killed-1")[3] == "stale" and "1 stale" in top
+        assert table_row(top, "killed-1")[8] == "-"  # no rate for a processor that stopped beating
+        assert listing["killed-1"]["state"] == "stale" and listing["killed-1"]["heartbeat_interval_s"] == 1.0
+
+        scheduler.reap_dead()  # sees it (stale, not yet dead): nothing to reap
+        wait_for(lambda: registry.get("killed-1") is None, timeout=10, what="killed-1's entry to expire")
+        with caplog.at_level(logging.WARNING, logger="pipeline.processes.scheduler"):
+            assert scheduler.reap_dead() == {"killed-1": 0}
+    finally:
+        processor.kill()
+        broker.close()
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    age_s = re.search(r"killed-1 \(last heartbeat (\d+\.\d)s ago\)", warnings[0])
+    assert age_s is not None, warnings
+    assert 3.0 <= float(age_s.group(1)) < 10.0  # the entry lived three 1 s intervals after that beat
