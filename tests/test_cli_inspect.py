@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dramatiq
@@ -61,6 +62,15 @@ def next_beat(registry: ProcessorRegistry, processor_id: str) -> ProcessorInfo:
         timeout=10,
         what=f"a heartbeat of {processor_id}",
     )
+
+
+@pytest.fixture
+def scheduler(redis_url) -> Iterator[PipelineScheduler]:
+    """A :class:`PipelineScheduler` whose jobs the test runs itself."""
+    broker = RedisStreamsBroker(redis_url)
+    broker.add_middleware(CapabilityRouter())
+    yield PipelineScheduler(broker, interval_s=1.0)
+    broker.close()
 
 
 # -- processors ------------------------------------------------------------------------------
@@ -182,9 +192,10 @@ def test_top_shows_processors_and_queues_and_refreshes(redis_url, redis_client) 
         float(table_row(result.stdout, "echo-1")[8])  # frames/s (after "rejected"): its heartbeat's rate
 
 
-def test_top_shows_a_steady_rate_at_a_steady_frame_rate(redis_url, redis_client, tmp_path) -> None:
+def test_top_shows_a_steady_rate_at_a_steady_frame_rate(redis_url, redis_client, tmp_path, scheduler) -> None:
     """At 10 frames/s, every reading is within 20% of 10 (it read 15.8, 0, 0, 0, 49.1, 0: counter
-    differences over top's own refresh, while the counters only move when a heartbeat lands)."""
+    differences over top's own refresh, while the counters only move when a heartbeat lands); the
+    scheduler's health entry says the same."""
     registry = ProcessorRegistry(redis_client)
     processor = echo_processor(redis_url, "steady-1", tmp_path / "processor.log", ECHO_HEARTBEAT_S="1")
     feed: subprocess.Popen | None = None
@@ -198,18 +209,21 @@ def test_top_shows_a_steady_rate_at_a_steady_frame_rate(redis_url, redis_client,
         )  # fmt: skip
         wait_for(lambda: processed(redis_client, "steady-1") >= 10, timeout=30, what="frames to flow")
         next_beat(registry, "steady-1")  # the first interval wholly inside the steady flow ends here
-        readings = []
+        readings, health = [], []
         for _ in range(5):
             next_beat(registry, "steady-1")
+            health.append(float(scheduler.emit_health()["frames_per_s"]))
             top = frameflow(redis_url, "top", "--once")
             assert top.exit_code == 0, top.output
             readings.append(float(table_row(top.stdout, "steady-1")[8]))
+            health.append(float(scheduler.emit_health()["frames_per_s"]))  # a moment later: the same
     finally:
         if feed is not None:
             feed.kill()
             feed.wait()
         processor.kill()
     assert all(8.0 <= rate <= 12.0 for rate in readings), readings
+    assert all(8.0 <= rate <= 12.0 for rate in health), health
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -278,15 +292,12 @@ def test_results_follow_prints_new_results_until_sigterm(redis_url, redis_client
 
 
 def test_a_killed_processor_shows_stale_until_reaped_and_the_reaping_warns(
-    redis_url, redis_client, tmp_path, caplog
+    redis_url, redis_client, tmp_path, caplog, scheduler
 ) -> None:
     """Stale once its heartbeat is over 1.5 intervals old (it showed ``live`` until its entry
     expired at 3), in ``processors`` and ``top``; the scheduler reaps it with one WARNING line."""
     registry = ProcessorRegistry(redis_client)
     processor = echo_processor(redis_url, "killed-1", tmp_path / "processor.log", ECHO_HEARTBEAT_S="1")
-    broker = RedisStreamsBroker(redis_url)
-    broker.add_middleware(CapabilityRouter())
-    scheduler = PipelineScheduler(broker, interval_s=1.0)
     try:
         wait_for(lambda: registry.get("killed-1"), timeout=30, what="killed-1 to register")
         next_beat(registry, "killed-1")
@@ -315,7 +326,6 @@ def test_a_killed_processor_shows_stale_until_reaped_and_the_reaping_warns(
             assert scheduler.reap_dead() == {"killed-1": 0}
     finally:
         processor.kill()
-        broker.close()
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     age_s = re.search(r"killed-1 \(last heartbeat (\d+\.\d)s ago\)", warnings[0])
