@@ -264,10 +264,10 @@ class ProcessorClient(OriginalClientApi):
                 logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
 
     def _go_offline(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()  # first: a beat still running would register the processor again
         if self._registry is not None:
             self._registry.deregister(self.processor_id)
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
         if self._owns_worker and self._worker is not None:
             self._worker.stop(timeout=int(STOP_TIMEOUT_S * 1000))
             self._worker = None
@@ -287,7 +287,7 @@ class ProcessorClient(OriginalClientApi):
         if self._withdrawn:
             return  # unregister(): out of the registry until register()
         alive = self._registry.heartbeat(
-            self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.snapshot()
+            self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.for_heartbeat()
         )
         if not alive:
             logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
@@ -309,6 +309,7 @@ class ProcessorClient(OriginalClientApi):
             queue_bound=self.queue_bound,
             overflow=self.overflow,
             breaker=self._breaker.state,
+            heartbeat_interval_s=self.health_check_interval,
         )
 
     def health_report(self) -> tuple[bool, dict[str, Any]]:

@@ -3,9 +3,11 @@
 Every ``interval_s`` it
 
 * emits the pipeline's health heartbeat: one entry on ``<ns>:health`` with the
-  processors up and down, their backlogs and the frames processed per second,
-  for a consumer (an alarm, Home Assistant) to watch;
-* reaps dead processors: a processor whose registry entry expired has its queue
+  processors up and down, their backlogs and the frames processed per second
+  (the sum of the rates the processors' own heartbeats measured), for a consumer
+  (an alarm, Home Assistant) to watch;
+* reaps dead processors, with one WARNING line each naming it and how long ago its
+  last heartbeat was (as this scheduler last saw it): a processor whose registry entry expired has its queue
   re-routed, frame by frame, to live peers with the same capability (frames past
   their max age are dropped and counted as stale), then its queue is deleted and
   its id forgotten. Each frame is moved in one transaction, so a scheduler killed
@@ -74,8 +76,8 @@ class PipelineScheduler:
         self.interval_s = interval_s
         self.registry = ProcessorRegistry(broker.client, broker.namespace)
         self.health_stream = health_stream(broker.namespace)
-        self._processed: dict[str, int] = {}
-        self._last_beat = time.monotonic()
+        #: The last heartbeat time seen of each live processor, for the reaping's log line.
+        self._last_heartbeat: dict[str, float] = {}
         self._scheduler: BackgroundScheduler | BlockingScheduler | None = None
         #: What ``/metrics`` serves (see :meth:`serve_metrics`): the pipeline's queues, read at scrape time.
         self.metrics = CollectorRegistry(auto_describe=True)
@@ -94,17 +96,11 @@ class PipelineScheduler:
 
     def emit_health(self) -> dict[str, Any]:
         processors = self.registry.list(include_dead=True)
-        now = time.monotonic()
-        elapsed, self._last_beat = max(now - self._last_beat, 1e-6), now
         live = [info for info in processors if info.alive]
         pipe = self.broker.client.pipeline(transaction=False)
         for info in live:
             pipe.xlen(self.broker.keys_for(info.queue_name).stream)
         backlogs = dict(zip((info.processor_id for info in live), pipe.execute(), strict=True))
-        processed_delta = 0
-        for info in live:
-            processed_delta += max(0, info.processed - self._processed.get(info.processor_id, info.processed))
-            self._processed[info.processor_id] = info.processed
         entry = {
             "at": repr(time.time()),
             "processors_up": str(len(live)),
@@ -112,7 +108,7 @@ class PipelineScheduler:
             "up": json.dumps(sorted(info.processor_id for info in live)),
             "down": json.dumps(sorted(info.processor_id for info in processors if not info.alive)),
             "backlog": json.dumps(backlogs, sort_keys=True),
-            "frames_per_s": f"{processed_delta / elapsed:.2f}",
+            "frames_per_s": f"{sum(info.frames_per_s for info in live):.2f}",
         }
         self.broker.client.xadd(self.health_stream, entry, maxlen=HEALTH_STREAM_LENGTH, approximate=True)  # type: ignore[arg-type]
         return entry
@@ -120,11 +116,32 @@ class PipelineScheduler:
     def reap_dead(self) -> dict[str, int]:
         """Re-route the queues of dead processors; returns ``{processor_id: frames re-routed}``."""
         reaped: dict[str, int] = {}
-        for processor_id in self.registry.dead_ids():
-            rerouted = self.reap(processor_id)
+        listed = self.registry.list(include_dead=True)
+        self._last_heartbeat = {
+            info.processor_id: self._last_heartbeat[info.processor_id]
+            for info in listed
+            if info.processor_id in self._last_heartbeat
+        }  # forgotten ids go
+        for info in listed:
+            if info.alive:
+                self._last_heartbeat[info.processor_id] = info.heartbeat_at
+                continue
+            rerouted = self.reap(info.processor_id)
             if rerouted is not None:
-                reaped[processor_id] = rerouted
+                reaped[info.processor_id] = rerouted
+                logger.warning(
+                    "Reaped dead processor %s (%s); %d queued frame(s) re-routed to live peers.",
+                    info.processor_id,
+                    self._last_heartbeat_seen(info.processor_id),
+                    rerouted,
+                )
         return reaped
+
+    def _last_heartbeat_seen(self, processor_id: str) -> str:
+        beat_at = self._last_heartbeat.get(processor_id)
+        if beat_at is None:
+            return "no heartbeat of it seen by this scheduler"
+        return f"last heartbeat {max(0.0, time.time() - beat_at):.1f}s ago"
 
     def reap(self, processor_id: str) -> int | None:
         """Re-route the queue of one processor that is not live and forget its id; returns the
@@ -168,7 +185,7 @@ class PipelineScheduler:
         else:
             logger.warning("The queue of dead processor %s is still being written to; next tick.", processor_id)
         if rerouted:
-            logger.warning("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
+            logger.info("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
         return rerouted
 
     def _promote_retries(self, keys: QueueKeys) -> None:

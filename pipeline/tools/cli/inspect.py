@@ -60,10 +60,12 @@ def age(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def processor_state(info: ProcessorInfo) -> str:
+def processor_state(info: ProcessorInfo, now: float | None = None) -> str:
     if not info.alive:
         return "dead"
-    states = ["draining"] if info.draining else []
+    states = ["stale"] if info.is_stale(now) else []  # killed or stalled: not reaped yet
+    if info.draining:
+        states.append("draining")
     if info.breaker != BREAKER_CLOSED:
         states.append(f"breaker {info.breaker.replace('_', '-')}")
     return ", ".join(states) or "live"
@@ -120,7 +122,7 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
             info.processor_id,
             ", ".join(info.capabilities),
             str(info.capacity),
-            processor_state(info),
+            processor_state(info, now),
             str(info.in_flight),
             str(info.processed),
             str(info.failed),
@@ -221,33 +223,33 @@ def queues(obj: CliContext, as_json: bool) -> None:
 def top(obj: CliContext, interval: float, iterations: int, once: bool) -> None:
     """A live view of processors (frames/s, latency, in flight) and queues (backlog, pending, dead letters)."""
     client = obj.client()
-    current = take_snapshot(client, obj.namespace)
+    snapshot = take_snapshot(client, obj.namespace)
     if once:
-        console.print(_top_view(obj, None, current))
+        console.print(_top_view(obj, snapshot))
         return
-    with until_interrupted(), Live(_top_view(obj, None, current), console=console, auto_refresh=False) as live:
+    with until_interrupted(), Live(_top_view(obj, snapshot), console=console, auto_refresh=False) as live:
         shown = 1
         while not iterations or shown < iterations:
             time.sleep(interval)  # the refresh period, not a wait for anything
-            previous, current = current, take_snapshot(client, obj.namespace)
-            live.update(_top_view(obj, previous, current), refresh=True)
+            live.update(_top_view(obj, take_snapshot(client, obj.namespace)), refresh=True)
             shown += 1
     if not console.is_terminal:
         console.line()
 
 
-def _top_view(obj: CliContext, previous: PipelineSnapshot | None, current: PipelineSnapshot) -> Group:
-    rates = processing_rates(previous, current)
-    live = sum(1 for info in current.processors if info.alive)
+def _top_view(obj: CliContext, snapshot: PipelineSnapshot) -> Group:
+    rates = processing_rates(snapshot)
+    dead = sum(1 for info in snapshot.processors if not info.alive)
+    stale = sum(1 for info in snapshot.processors if info.is_stale(snapshot.at))
     header = (
-        f"[bold]frameflow top[/]  {obj.masked_url}  {datetime.fromtimestamp(current.at):%H:%M:%S}  "
-        f"processors: {live} live, {len(current.processors) - live} dead  "
-        f"frames/s: {sum(rates.values()):.1f}  backlog: {sum(q.backlog for q in current.queues)}  "
-        f"dead letters: {sum(q.dead_letters for q in current.queues)}"
+        f"[bold]frameflow top[/]  {obj.masked_url}  {datetime.fromtimestamp(snapshot.at):%H:%M:%S}  "
+        f"processors: {len(snapshot.processors) - dead - stale} live, {stale} stale, {dead} dead  "
+        f"frames/s: {sum(rates.values()):.1f}  backlog: {sum(q.backlog for q in snapshot.queues)}  "
+        f"dead letters: {sum(q.dead_letters for q in snapshot.queues)}"
     )
-    parts: list[Any] = [header, processors_table(current.processors, rates), queues_table(current.queues)]
-    if current.parked:
-        parts.append(parked_table(current.parked))
+    parts: list[Any] = [header, processors_table(snapshot.processors, rates), queues_table(snapshot.queues)]
+    if snapshot.parked:
+        parts.append(parked_table(snapshot.parked))
     return Group(*parts)
 
 
