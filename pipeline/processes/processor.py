@@ -214,8 +214,8 @@ class ProcessorClient(OriginalClientApi):
         self._stop_requested = asyncio.Event()
         if self._stop_early:
             self._stop_requested.set()
-        # The seed's way: start() makes the client, so it waits for that Redis (an attached broker,
-        # Dramatiq's CLI's, or a given client are their maker's).
+        # Only when start() makes its client from redis_url: a broker attached by Dramatiq's CLI, or a
+        # given redis_client, is its maker's to wait for.
         url = self.redis_url if self.broker is None and self.redis_client is None else None
         if url and not await wait_for_redis(self.processor_id, url, self.wait_for_redis_s, self._stop_requested):
             logger.info("Processor %s stopped while waiting for Redis.", self.processor_id)
