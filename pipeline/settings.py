@@ -86,9 +86,10 @@ class Settings:
         matches, and routers and the scheduler ignore registry entries of other ids; empty (the
         default), any id may register. A guard against misconfigured processors, not against someone
         who can write to Redis: that is what Redis ACLs are for.
-      wait_for_redis_s: ``FRAMEFLOW_WAIT_FOR_REDIS``, seconds a processor run the seed's way
-        (``python -m workers.x``) waits for Redis to answer before giving up (the CLI's
-        ``--wait-for-redis``); 0, the default, gives up at once.
+      wait_for_redis_s: ``FRAMEFLOW_WAIT_FOR_REDIS``, seconds a processor's ``start()`` (the seed's
+        way, ``python -m workers.x``, ``frameflow worker``) waits for its Redis to answer before it
+        exits with one line (``frameflow worker --wait-for-redis`` overrides it); 0, the default,
+        waits for as long as it takes, as a Dramatiq or Celery worker keeps retrying its broker.
       results_maxlen: ``FRAMEFLOW_RESULTS_MAXLEN``, about how many entries a result stream keeps
         (``XADD ... MAXLEN ~``); 0 keeps every result. A consumer that falls this many results
         behind loses the oldest, as with any capped stream.
@@ -116,7 +117,7 @@ class Settings:
     trace_file: str | None = None
     model_dir: str = os.path.join("~", ".cache", "frameflow", "models")
     allowed_processors: tuple[str, ...] = ()
-    wait_for_redis_s: int = 0
+    wait_for_redis_s: float = 0.0
     results_maxlen: int = 10_000
     parked_bound: int = 1000
     snapshot_ttl_s: int = 0
@@ -143,7 +144,7 @@ class Settings:
             trace_file=env.get("FRAMEFLOW_TRACE_FILE") or None,
             model_dir=env.get("FRAMEFLOW_MODEL_DIR") or _cache_dir(env, cls.model_dir),
             allowed_processors=_patterns(env, "FRAMEFLOW_ALLOWED_PROCESSORS"),
-            wait_for_redis_s=_int(env, "FRAMEFLOW_WAIT_FOR_REDIS", cls.wait_for_redis_s),
+            wait_for_redis_s=_float(env, "FRAMEFLOW_WAIT_FOR_REDIS", cls.wait_for_redis_s),
             results_maxlen=_int(env, "FRAMEFLOW_RESULTS_MAXLEN", cls.results_maxlen),
             parked_bound=_int(env, "FRAMEFLOW_PARKED_BOUND", cls.parked_bound),
             snapshot_ttl_s=_int(env, "FRAMEFLOW_SNAPSHOT_TTL_S", cls.snapshot_ttl_s),

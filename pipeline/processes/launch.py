@@ -8,9 +8,7 @@ import asyncio
 import signal
 from typing import Any
 
-from pipeline.errors import RedisUnreachable
 from pipeline.settings import Settings
-from pipeline.streams.connection import wait_until_reachable
 
 from .processor import ProcessorClient
 
@@ -30,14 +28,11 @@ def options_from_env(default_id: str, default_capacity: int) -> dict[str, Any]:
 
 
 def run_until_signalled(processor: ProcessorClient) -> None:
-    """The seed's ``__main__``: wait for Redis (``FRAMEFLOW_WAIT_FOR_REDIS`` seconds, logging
-    each retry), then run until SIGINT/SIGTERM stop the processor gracefully. Redis still
-    away after that: one line naming its URL (password masked), and exit code 1."""
-    if processor.redis_url is not None:
-        try:
-            wait_until_reachable(processor.redis_url, Settings.from_env().wait_for_redis_s)
-        except RedisUnreachable as error:
-            raise SystemExit(f"{processor.processor_id}: {error}") from None
+    """The seed's ``__main__``: run until SIGINT/SIGTERM stop the processor gracefully.
+
+    ``start()`` waits for Redis (``FRAMEFLOW_WAIT_FOR_REDIS`` seconds, 0 for as long as it
+    takes, logging each retry); a signal during that wait ends it at once, exit code 0. Redis
+    still away when the wait is spent: one line naming its URL (password masked), exit code 1."""
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     asyncio.run(processor.start())

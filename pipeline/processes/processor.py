@@ -63,6 +63,7 @@ from .lifecycle import STOP_TIMEOUT_S, ProcessorLifecycle
 from .lifecycle import serve_with_dramatiq as serve_with_dramatiq  # processor modules import it from here
 from .original_api import OriginalClientApi
 from .processor_stats import ProcessorStats
+from .redis_wait import wait_for_redis
 from .slots import ProcessingSlots
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class ProcessorClient(OriginalClientApi):
         self.results_maxlen = Settings.from_env().results_maxlen
         #: Seconds the image of a frame whose result found something is kept for snapshots (0: none).
         self.snapshot_ttl_s = Settings.from_env().snapshot_ttl_s
+        #: Seconds start() waits for an unreachable Redis (FRAMEFLOW_WAIT_FOR_REDIS; 0: as long as it takes).
+        self.wait_for_redis_s = Settings.from_env().wait_for_redis_s
         self.broker: RedisStreamsBroker | None = None
         self._slots = ProcessingSlots(capacity)  # resized by update_configuration
         self._worker: dramatiq.Worker | None = None
@@ -199,14 +202,24 @@ class ProcessorClient(OriginalClientApi):
     async def start(self) -> None:
         """Register, consume and heartbeat until :meth:`stop`; then shut down gracefully.
 
+        A Redis that does not answer yet is waited for (``pipeline/processes/redis_wait.py``);
+        :meth:`stop` during that wait returns at once, having started nothing.
+
         Raises:
           RegistrationRefused: ``FRAMEFLOW_ALLOWED_PROCESSORS`` does not allow this id.
+          SystemExit: Redis did not answer within ``wait_for_redis_s`` (one line, exit code 1).
         """
         self.ensure_allowed()
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         if self._stop_early:
             self._stop_requested.set()
+        # Only when start() makes its client from redis_url: a broker attached by Dramatiq's CLI, or a
+        # given redis_client, is its maker's to wait for.
+        url = self.redis_url if self.broker is None and self.redis_client is None else None
+        if url and not await wait_for_redis(self.processor_id, url, self.wait_for_redis_s, self._stop_requested):
+            logger.info("Processor %s stopped while waiting for Redis.", self.processor_id)
+            return
         broker = self._ensure_broker()
         if self._worker is None:
             self._worker = dramatiq.Worker(

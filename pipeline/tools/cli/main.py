@@ -35,7 +35,6 @@ from pipeline.errors import FrameflowError, ProcessorLoadError
 from pipeline.mqtt.command import mqtt
 from pipeline.processes.processor import ProcessorClient
 from pipeline.settings import Settings, mask_url
-from pipeline.streams.connection import wait_until_reachable
 from pipeline.streams.embedded import EmbeddedRedis
 
 from .context import DEFAULT_REDIS_URL, CliContext
@@ -77,7 +76,10 @@ def _one_line(error: BaseException, ctx: click.Context) -> str:
     type=click.FloatRange(min=0),
     default=0.0,
     metavar="SECONDS",
-    help="Wait this long for Redis to answer before giving up (for processes started together).",
+    help=(
+        "Wait this long for Redis to answer before giving up (for processes started together). "
+        "Without it `worker` waits FRAMEFLOW_WAIT_FOR_REDIS seconds, as long as it takes when that is 0."
+    ),
 )
 @click.pass_context
 def main(context: click.Context, debug: bool, redis_url: str | None, wait_for_redis_s: float) -> None:
@@ -193,12 +195,16 @@ def worker(obj: CliContext, target: str) -> None:
     takes no arguments, or a function that returns a processor. For several
     worker processes of one processor, use Dramatiq's CLI instead:
     `dramatiq pipeline.broker MODULE -p N`.
+
+    A Redis that does not answer yet is waited for (see --wait-for-redis), a
+    WARNING line per try; SIGINT or SIGTERM during that wait stop it at once.
     """
     _log_info(obj)
-    wait_until_reachable(obj.url, obj.wait_for_redis_s)  # before the module builds its processor
     os.environ["REDIS_URL"] = obj.url  # which the processor reads when it is built
     put_current_folder_on_path()
     processor = load_processor(target)
+    if obj.wait_for_redis_s:
+        processor.wait_for_redis_s = obj.wait_for_redis_s
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
     console.print(
