@@ -317,7 +317,7 @@ def test_compose_services_run_commands_the_image_has(compose) -> None:
     dockerfile = (COMPOSE / "Dockerfile").read_text()
     for package in IMAGE_PACKAGES:
         assert f"COPY {package} ./{package}" in dockerfile
-    assert "pip install '.[otlp,mqtt]'" in dockerfile
+    assert "pip install '.[otlp,mqtt,video]'" in dockerfile  # video: enqueue --source clip.mp4 in a container
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     assert "frameflow = pipeline.tools.cli:main" in setup["options.entry_points"]["console_scripts"]
