@@ -41,7 +41,8 @@ USER = textwrap.dedent(
 
     sys.stdin.readline()  # "go": every user of a concurrent start waits here, imports done
     broker = RedisStreamsBroker()
-    print(broker.default_redis.url, flush=True)
+    server = broker.client.connection_pool.connection_kwargs  # the server it got, whatever chose it
+    print(f"redis://{server['host']}:{server['port']}/{server.get('db', 0)}", flush=True)
     sys.stdin.readline()
     broker.close()
     """
