@@ -22,6 +22,7 @@ from pathlib import Path
 
 import redis
 
+from pipeline.domain.keys import parked_key
 from pipeline.settings import Settings
 from pipeline.streams.embedded import EmbeddedRedis
 from pipeline.streams.runtime_files import RuntimeDir, ServerRecord
@@ -274,6 +275,42 @@ def test_frameflow_redis_stop_stops_the_shared_server() -> None:
             assert stopped == f"stopped the shared embedded Redis at {url} (started by pid {user.pid})"
             assert not record.watchdog.alive() and not answers(url)
             assert frameflow(env, "redis", "stop") == f"no shared embedded Redis runs (runtime folder {runtime_dir})"
+        finally:
+            finish([user])
+
+
+@in_private_network
+def test_a_dead_watchdogs_record_is_replaced_by_a_new_server() -> None:
+    with runtime_folder() as runtime_dir:
+        first = start_user(runtime_dir)
+        second = start_user(runtime_dir)
+        try:
+            old_url = go(first)
+            stale = shared_server(runtime_dir)
+            assert stale is not None
+            os.kill(stale.watchdog.pid, signal.SIGKILL)  # its redis-server dies with it
+            wait_until(lambda: not stale.watchdog.alive() and not answers(old_url), 10, "the old server to die")
+            assert RuntimeDir(runtime_dir).read_record() == stale  # left behind, naming a dead watchdog
+
+            new_url = go(second)
+            fresh = shared_server(runtime_dir)
+            assert fresh is not None and fresh.url == new_url != old_url
+            assert fresh.watchdog.alive() and fresh.started_by == second.pid and answers(new_url)
+        finally:
+            finish([first, second])
+
+
+@in_private_network
+def test_an_unconfigured_cli_command_uses_the_shared_redis() -> None:
+    with runtime_folder() as runtime_dir:
+        user = start_user(runtime_dir)
+        try:
+            url = go(user)
+            frameflow(unconfigured_env(runtime_dir), "enqueue", "--count", "3", "--rate", "100", "--capability", "echo")
+
+            client = redis.Redis.from_url(url)
+            assert client.xlen(parked_key("frameflow", "echo")) == 3  # nobody serves echo: parked, on this server
+            client.close()
         finally:
             finish([user])
 
