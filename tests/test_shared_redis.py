@@ -20,9 +20,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 from pipeline.domain.keys import parked_key
+from pipeline.errors import EmbeddedRedisError
 from pipeline.settings import Settings
 from pipeline.streams.embedded import EmbeddedRedis
 from pipeline.streams.runtime_files import RuntimeDir, ServerRecord
@@ -331,6 +333,14 @@ def frameflow(env: dict[str, str], *args: str) -> str:
 
 def _pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit() and pid_running(int(name))]
+
+
+def test_a_runtime_folder_others_can_enter_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "runtime"
+    shared.mkdir()
+    shared.chmod(0o755)
+    with pytest.raises(EmbeddedRedisError, match=f"the runtime folder {shared} is not private to this user"):
+        RuntimeDir(shared).prepare()
 
 
 # -- the seed's default URL ------------------------------------------------------------------------
