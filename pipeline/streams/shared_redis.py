@@ -150,7 +150,11 @@ class _Users:
                 runtime.remove_record()
                 runtime.clear_users()  # the users of a server that is gone
                 runtime.register(me)  # before the watchdog counts its users
-                record = _start_watchdog(runtime, grace_s)
+                try:
+                    record = _start_watchdog(runtime, grace_s)
+                except EmbeddedRedisError:
+                    runtime.unregister(me.pid)
+                    raise
             else:
                 runtime.register(me)  # again after a server restart cleared it
             key = (runtime.path, me.pid)
@@ -198,7 +202,7 @@ def _start_watchdog(runtime: RuntimeDir, grace_s: float) -> ServerRecord:
     assert watchdog.stdout is not None
     with watchdog.stdout:
         readable, _, _ = select.select([watchdog.stdout], [], [], START_TIMEOUT_S)
-        ready = readable and watchdog.stdout.readline().strip() == b"ready"
+        ready = bool(readable) and watchdog.stdout.readline().strip() == b"ready"
     record = runtime.read_record() if ready else None
     if record is None:
         if watchdog.poll() is None:
