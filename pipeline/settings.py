@@ -6,6 +6,7 @@ import dataclasses
 import fnmatch
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,6 +60,14 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str 
     return raw
 
 
+def _runtime_dir(env: Mapping[str, str]) -> str:
+    """frameflow's folder under ``XDG_RUNTIME_DIR`` when it is set, else one per user in the temporary folder."""
+    runtime_home = env.get("XDG_RUNTIME_DIR")
+    if runtime_home:
+        return os.path.join(runtime_home, "frameflow")
+    return os.path.join(tempfile.gettempdir(), f"frameflow-{os.getuid()}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every environment variable frameflow reads, with its default.
@@ -66,7 +75,8 @@ class Settings:
     Attributes:
       redis_url: ``REDIS_URL``; else ``redis://$REDIS_HOST:$REDIS_PORT`` when
         ``REDIS_HOST`` is set (the seed's compose variables); else ``None``,
-        which means "start the embedded Redis".
+        which means "localhost:6379 when it answers, else the shared embedded Redis"
+        (:mod:`pipeline.streams.shared_redis`).
       namespace: ``FRAMEFLOW_NAMESPACE``, prefix of the broker's own keys.
       lease_ms: ``FRAMEFLOW_LEASE_MS``, how long a delivered message stays
         reserved for its consumer without a renewal.
@@ -102,6 +112,10 @@ class Settings:
       orchestrator_url: ``ORCHESTRATOR_URL``, kept for the seed's constructor; frameflow does not use it.
       processor_capacity: ``PROCESSOR_CAPACITY``, frames a processor works on at once (else its default).
       health_check_interval_s: ``HEALTH_CHECK_INTERVAL``, seconds between a processor's heartbeats.
+      runtime_dir: ``FRAMEFLOW_RUNTIME_DIR``, where the shared embedded Redis keeps its URL, its
+        users and its lock; else ``$XDG_RUNTIME_DIR/frameflow``, else ``/tmp/frameflow-$UID``.
+      shared_redis_grace_s: ``FRAMEFLOW_SHARED_REDIS_GRACE_S``, seconds the shared embedded Redis
+        keeps running after its last user is gone (a process started next finds it still there).
 
     A malformed value raises :class:`~pipeline.errors.BadSetting` (a ``ValueError``) naming the variable.
     """
@@ -125,6 +139,8 @@ class Settings:
     orchestrator_url: str = ""
     processor_capacity: int | None = None
     health_check_interval_s: float = 5.0
+    runtime_dir: str = _runtime_dir({})
+    shared_redis_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -152,6 +168,8 @@ class Settings:
             orchestrator_url=env.get("ORCHESTRATOR_URL", cls.orchestrator_url),
             processor_capacity=_positive_or_none(env, "PROCESSOR_CAPACITY"),
             health_check_interval_s=_float(env, "HEALTH_CHECK_INTERVAL", cls.health_check_interval_s),
+            runtime_dir=env.get("FRAMEFLOW_RUNTIME_DIR") or _runtime_dir(env),
+            shared_redis_grace_s=_float(env, "FRAMEFLOW_SHARED_REDIS_GRACE_S", cls.shared_redis_grace_s),
         )
 
     def processor_allowed(self, processor_id: str) -> bool:

@@ -381,6 +381,9 @@ def check_frameflow_command(args: list[str]) -> None:
         remaining = remaining[1:] if getattr(option, "is_flag", False) else remaining[2:]
     command: click.Command = main
     while isinstance(command, click.Group):
+        runs_alone = not remaining or command.get_command(context, remaining[0]) is None
+        if command is not main and command.invoke_without_command and runs_alone:
+            break  # a group that also runs alone, with its own options (frameflow redis --port 6379)
         assert remaining, f"frameflow {' '.join(args)}: no command"
         name, remaining = remaining[0], remaining[1:]
         found = command.get_command(context, name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from pipeline import Settings
@@ -19,6 +22,14 @@ def test_the_seeds_host_and_port_variables_work() -> None:
 
 def test_no_redis_configured_means_embedded() -> None:
     assert Settings.from_env({}).redis_url is None
+
+
+def test_the_shared_redis_runtime_folder_is_per_user() -> None:
+    xdg = {"XDG_RUNTIME_DIR": "/run/user/7"}
+    assert Settings.from_env({**xdg, "FRAMEFLOW_RUNTIME_DIR": "/x/ff"}).runtime_dir == "/x/ff"
+    assert Settings.from_env(xdg).runtime_dir == "/run/user/7/frameflow"
+    assert Settings.from_env({}).runtime_dir == os.path.join(tempfile.gettempdir(), f"frameflow-{os.getuid()}")
+    assert Settings.from_env({"FRAMEFLOW_SHARED_REDIS_GRACE_S": "2.5"}).shared_redis_grace_s == 2.5
 
 
 def test_a_bad_number_names_the_variable() -> None:

@@ -53,6 +53,7 @@ from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
 from pipeline.streams.consumer import StreamMessageProxy
 from pipeline.streams.keys import validate_queue_name
+from pipeline.streams.shared_redis import LOCAL_REDIS_URL
 
 from .batching import FrameBatcher, overrides
 from .frame_ack import acknowledge_frame
@@ -68,8 +69,9 @@ from .slots import ProcessingSlots
 
 logger = logging.getLogger(__name__)
 
-#: The seed's default ``redis_url``; left at it, the environment decides.
-SEED_DEFAULT_REDIS_URL = "redis://localhost:6379"
+#: The seed's default ``redis_url``; left at it, the environment decides, and without configuration it
+#: means what it says when a Redis answers there (else the shared embedded one: ``streams/shared_redis.py``).
+SEED_DEFAULT_REDIS_URL = LOCAL_REDIS_URL
 
 
 class ProcessorClient(OriginalClientApi):
@@ -419,7 +421,8 @@ async def _awaited(awaitable: Any) -> Any:
 
 
 def _resolve_redis_url(redis_url: str) -> str | None:
-    """The seed's default URL yields to the environment (REDIS_URL, or REDIS_HOST/REDIS_PORT)."""
+    """The seed's default URL yields to the environment (REDIS_URL, or REDIS_HOST/REDIS_PORT); ``None``
+    without one, so that the broker looks for localhost:6379 or the shared embedded Redis and says which."""
     if redis_url != SEED_DEFAULT_REDIS_URL:
         return redis_url
     return Settings.from_env().redis_url or None

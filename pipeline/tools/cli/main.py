@@ -36,8 +36,9 @@ from pipeline.mqtt.command import mqtt
 from pipeline.processes.processor import ProcessorClient
 from pipeline.settings import Settings, mask_url
 from pipeline.streams.embedded import EmbeddedRedis
+from pipeline.streams.shared_redis import LOCAL_REDIS_URL, running_shared_redis, shared_redis_users, stop_shared_redis
 
-from .context import DEFAULT_REDIS_URL, CliContext
+from .context import DEFAULT_REDIS_DESCRIPTION, CliContext
 from .dlq import dlq
 from .drain import deregister, drain
 from .enqueue import enqueue
@@ -60,7 +61,7 @@ class FrameflowGroup(click.Group):
 
 def _one_line(error: BaseException, ctx: click.Context) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
-    url = ctx.obj.url if isinstance(ctx.obj, CliContext) else DEFAULT_REDIS_URL
+    url = ctx.obj.known_url if isinstance(ctx.obj, CliContext) else LOCAL_REDIS_URL
     if isinstance(error, redis.RedisError):
         text = f"Redis at {mask_url(url)}: {text}"
     password = urlsplit(url).password
@@ -69,7 +70,11 @@ def _one_line(error: BaseException, ctx: click.Context) -> str:
 
 @click.group(cls=FrameflowGroup)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors, and debug logs.")
-@click.option("--redis-url", metavar="URL", help=f"The Redis to use [default: REDIS_URL, else {DEFAULT_REDIS_URL}].")
+@click.option(
+    "--redis-url",
+    metavar="URL",
+    help=f"The Redis to use [default: REDIS_URL, else {DEFAULT_REDIS_DESCRIPTION}].",
+)
 @click.option(
     "--wait-for-redis",
     "wait_for_redis_s",
@@ -104,7 +109,7 @@ def _log_info(obj: CliContext) -> None:
 
 
 # -- processes -----------------------------------------------------------------------------
-@main.command()
+@main.group(name="redis", invoke_without_command=True)
 @click.option("--port", default=6379, show_default=True, help="TCP port on 127.0.0.1 (0: any free port).")
 @click.option("--appendonly/--no-appendonly", default=True, show_default=True, help="AOF persistence.")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), help="Data directory (default: a temporary one).")
@@ -115,13 +120,19 @@ def _log_info(obj: CliContext) -> None:
     type=click.FloatRange(min=0),
     help="On SIGINT/SIGTERM, seconds to wait for clients to disconnect before stopping.",
 )
-def redis_command(port: int, appendonly: bool, data_dir: str | None, linger: float) -> None:
+@click.pass_context
+def redis_command(context: click.Context, port: int, appendonly: bool, data_dir: str | None, linger: float) -> None:
     """Run the embedded Redis in the foreground until SIGINT or SIGTERM.
 
     The server runs in a session of its own: when a process manager (honcho) or a
     terminal signals the whole group, the server keeps serving the other processes
     while they shut down, for up to --linger seconds, then stops.
+
+    `frameflow redis status` and `frameflow redis stop` show and stop the shared
+    embedded Redis that processes without REDIS_URL start and find.
     """
+    if context.invoked_subcommand is not None:
+        return
     server = EmbeddedRedis(port=port, appendonly=appendonly, data_dir=data_dir, new_session=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -137,7 +148,28 @@ def redis_command(port: int, appendonly: bool, data_dir: str | None, linger: flo
     console.print("embedded Redis stopped")
 
 
-main.add_command(redis_command, name="redis")
+@redis_command.command(name="status")
+def redis_status() -> None:
+    """Show the shared embedded Redis (its URL, who started it, its users)."""
+    record = running_shared_redis()
+    if record is None:
+        console.print(f"no shared embedded Redis runs (runtime folder {Settings.from_env().runtime_dir})")
+        return
+    users = ", ".join(str(user.pid) for user in shared_redis_users()) or "none (stopping after the grace period)"
+    console.print(
+        f"shared embedded Redis at {mask_url(record.url)} (started by pid {record.started_by}, "
+        f"watchdog pid {record.watchdog.pid}); users: {users}"
+    )
+
+
+@redis_command.command(name="stop")
+def redis_stop() -> None:
+    """Stop the shared embedded Redis now; the processes using it lose it."""
+    record = stop_shared_redis()
+    if record is None:
+        console.print(f"no shared embedded Redis runs (runtime folder {Settings.from_env().runtime_dir})")
+        return
+    console.print(f"stopped the shared embedded Redis at {mask_url(record.url)} (started by pid {record.started_by})")
 
 
 def _wait_for_clients_to_leave(url: str, timeout_s: float) -> None:
