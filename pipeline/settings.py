@@ -45,6 +45,16 @@ def _positive_or_none(env: Mapping[str, str], name: str) -> int | None:
     return value
 
 
+def _port_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """A TCP port, 0 to 65535 (0: any free one), or ``None`` when the variable is unset or empty."""
+    if not env.get(name):
+        return None
+    value = _int(env, name, 0)
+    if not 0 <= value <= 65535:
+        raise BadSetting(f"{name}={env[name]!r} is not a port (0 to 65535; 0: any free port)")
+    return value
+
+
 def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list, blanks around and between the commas ignored."""
     return tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
@@ -101,6 +111,8 @@ class Settings:
       orchestrator_url: ``ORCHESTRATOR_URL``, kept for the seed's constructor; frameflow does not use it.
       processor_capacity: ``PROCESSOR_CAPACITY``, frames a processor works on at once (else its default).
       health_check_interval_s: ``HEALTH_CHECK_INTERVAL``, seconds between a processor's heartbeats.
+      health_port: ``HEALTH_PORT``, where a processor serves ``/health`` and ``/metrics`` (0: any free
+        port, each process its own; the port bound is announced in the registry); unset: not served.
 
     A malformed value raises :class:`~pipeline.errors.BadSetting` (a ``ValueError``) naming the variable.
     """
@@ -124,6 +136,7 @@ class Settings:
     orchestrator_url: str = ""
     processor_capacity: int | None = None
     health_check_interval_s: float = 5.0
+    health_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +164,7 @@ class Settings:
             orchestrator_url=env.get("ORCHESTRATOR_URL", cls.orchestrator_url),
             processor_capacity=_positive_or_none(env, "PROCESSOR_CAPACITY"),
             health_check_interval_s=_float(env, "HEALTH_CHECK_INTERVAL", cls.health_check_interval_s),
+            health_port=_port_or_none(env, "HEALTH_PORT"),
         )
 
     def processor_allowed(self, processor_id: str) -> bool:

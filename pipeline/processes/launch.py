@@ -18,7 +18,8 @@ from .processor import ProcessorClient
 def options_from_env(default_id: str, default_capacity: int) -> dict[str, Any]:
     """The constructor arguments a deployment sets through the environment:
     ``PROCESSOR_ID``, ``ORCHESTRATOR_URL``, ``PROCESSOR_CAPACITY``, ``HEALTH_CHECK_INTERVAL``,
-    read through :class:`~pipeline.settings.Settings` (a malformed one raises
+    ``HEALTH_PORT`` (0: any free port, so each of several worker processes gets its own), read
+    through :class:`~pipeline.settings.Settings` (a malformed one raises
     :class:`~pipeline.errors.BadSetting` naming it, which ``frameflow worker`` prints as one line)."""
     settings = Settings.from_env()
     return {
@@ -26,6 +27,7 @@ def options_from_env(default_id: str, default_capacity: int) -> dict[str, Any]:
         "orchestrator_url": settings.orchestrator_url,
         "capacity": settings.processor_capacity or default_capacity,
         "health_check_interval": settings.health_check_interval_s,
+        "health_port": settings.health_port,
     }
 
 

@@ -27,6 +27,7 @@ The original client's other public methods (``register``, ``unregister``, ``publ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import time
@@ -35,6 +36,7 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.middleware import CurrentMessage
+from prometheus_client import REGISTRY
 
 from middleware.breaker import CircuitBreaker
 from middleware.freshness import FrameFreshness
@@ -44,10 +46,11 @@ from middleware.routing import CapabilityRouter, router_of
 from pipeline.domain.frames import IMAGE_REF_FIELD, frame_size_limit
 from pipeline.domain.kept_images import kept_image
 from pipeline.domain.keys import processor_queue
+from pipeline.domain.process_entries import ProcessEntries, summed_counters
 from pipeline.domain.registry import ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import result_fields
 from pipeline.domain.telemetry import current_trace_context
-from pipeline.errors import FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
+from pipeline.errors import EndpointUnavailable, FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
 from pipeline.settings import Settings, processor_allowed
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
@@ -55,6 +58,7 @@ from pipeline.streams.consumer import StreamMessageProxy
 from pipeline.streams.keys import validate_queue_name
 
 from .batching import FrameBatcher, overrides
+from .build_info import register_build_info
 from .frame_ack import acknowledge_frame
 from .health import HealthServer
 from .heartbeat import MISSED_BEATS, Heartbeat
@@ -69,6 +73,9 @@ logger = logging.getLogger(__name__)
 
 #: The seed's default ``redis_url``; left at it, the environment decides.
 SEED_DEFAULT_REDIS_URL = "redis://localhost:6379"
+
+#: The fields of a registry entry (what a process's own entry may carry of its stats).
+_ENTRY_FIELDS = frozenset(field.name for field in dataclasses.fields(ProcessorInfo))
 
 
 class ProcessorClient(OriginalClientApi):
@@ -208,6 +215,7 @@ class ProcessorClient(OriginalClientApi):
         if self._stop_early:
             self._stop_requested.set()
         broker = self._ensure_broker()
+        self._serve_health()  # before consuming: a port that cannot be bound stops it before any frame
         if self._worker is None:
             self._worker = dramatiq.Worker(
                 broker, queues={self.queue_name}, worker_threads=self.capacity, worker_timeout=500
@@ -245,10 +253,6 @@ class ProcessorClient(OriginalClientApi):
         broker = self._ensure_broker()
         self._registry = ProcessorRegistry(broker.client, broker.namespace)
         self._withdrawn = False
-        if self.health_port is not None:
-            # Before registering: the registry entry names the endpoint (and its chosen port).
-            host = Settings.from_env().health_host
-            self._health = HealthServer(self.health_report, self.health_port, host).start()
         self._register()
         self._heartbeat = Heartbeat(self._beat, self.health_check_interval, self.processor_id)
         self._heartbeat.start()
@@ -263,9 +267,23 @@ class ProcessorClient(OriginalClientApi):
             if routed or dropped:
                 logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
 
+    def _serve_health(self) -> None:
+        """Serve ``/health`` and ``/metrics`` on ``health_port`` (0: any free one), before registering:
+        the registry entry names the endpoint, with the port actually bound."""
+        if self.health_port is None or self._health is not None:
+            return
+        host = Settings.from_env().health_host
+        register_build_info(REGISTRY)
+        try:
+            self._health = HealthServer(self.health_report, self.health_port, host).start()
+        except OSError as error:
+            reason = error.strerror or error
+            raise EndpointUnavailable(f"cannot serve health on {host}:{self.health_port}: {reason}") from None
+
     def _go_offline(self) -> None:
         if self._registry is not None:
-            self._registry.deregister(self.processor_id)
+            self._withdrawn = True  # a heartbeat still running must not write the entries again
+            self._leave_registry()
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self._owns_worker and self._worker is not None:
@@ -275,24 +293,45 @@ class ProcessorClient(OriginalClientApi):
             self._batcher.close(timeout=STOP_TIMEOUT_S)
         if self._health is not None:
             self._health.stop()
+            self._health = None
         if self._owns_worker and self.broker is not None:
             self.broker.close()
 
     def _register(self) -> None:
         assert self._registry is not None
         self._registry.register(self.info(), ttl_s=self.health_check_interval * MISSED_BEATS)
+        self._process_entries().beat(self.process_info(), ttl_s=self.health_check_interval * MISSED_BEATS)
 
     def _beat(self) -> None:
+        """This process's own entry, then the processor's, with the counters of all its processes."""
         assert self._registry is not None
         if self._withdrawn:
             return  # unregister(): out of the registry until register()
+        ttl_s = self.health_check_interval * MISSED_BEATS
+        processes = self._process_entries().beat(self.process_info(), ttl_s)
         alive = self._registry.heartbeat(
-            self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.snapshot()
+            self.processor_id, ttl_s=ttl_s, **{**self.stats.snapshot(), **summed_counters(processes)}
         )
         if not alive:
             logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
             self._register()
             self._release_parked()  # frames that found no live processor meanwhile (a Redis failover, a stall)
+
+    def _leave_registry(self) -> None:
+        """Remove this process's entry; the processor's entry goes with its last live process
+        (another process of it still running keeps it routed to)."""
+        assert self._registry is not None
+        if not self._process_entries().remove(self.process_info()):
+            self._registry.deregister(self.processor_id)
+
+    def _process_entries(self) -> ProcessEntries:
+        assert self._registry is not None
+        return ProcessEntries(self._registry.client, self._registry.namespace)
+
+    def process_info(self) -> ProcessorInfo:
+        """This process's own registry entry: :meth:`info` with its own pid and counters."""
+        own = {name: value for name, value in self.stats.snapshot().items() if name in _ENTRY_FIELDS}
+        return dataclasses.replace(self.info(), **own)
 
     def info(self) -> ProcessorInfo:
         return ProcessorInfo(

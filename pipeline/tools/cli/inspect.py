@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.domain.process_entries import ProcessEntries
 from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import RESULT_FIELDS, result_problem
 from pipeline.tools.overview import ParkedSnapshot, PipelineSnapshot, QueueSnapshot, processing_rates, take_snapshot
@@ -29,6 +30,12 @@ if TYPE_CHECKING:
     import redis
 
     from .context import CliContext
+
+#: What ``processors --json`` says of each process of a processor.
+PROCESS_FIELDS = (
+    "pid", "host", "health_endpoint", "registered_at", "heartbeat_at", "in_flight", "processed", "failed",
+    "rejected", "latency_ms", "last_error", "last_rejection",
+)  # fmt: skip
 
 #: How wide a table may grow when output goes to a pipe or a file: rich's 80 columns would
 #: squeeze, wrap or drop columns of ``frameflow processors | cat``, and no terminal limits it there.
@@ -100,8 +107,15 @@ def until_interrupted() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None = None) -> Table:
+def processors_table(
+    infos: list[ProcessorInfo],
+    rates: dict[str, float] | None = None,
+    processes: dict[str, list[ProcessorInfo]] | None = None,
+) -> Table:
+    """One row per processor; under a processor run as several processes, one indented row
+    per process (``└ pid N``: its own counters, heartbeat and host), from ``processes``."""
     now = time.time()
+    processes = processes or {}
     table = Table(title="processors", title_justify="left")
     counters = ("capacity", "in flight", "processed", "failed", "rejected")
     for name in ("processor", "capabilities", "capacity", "state", "in flight", "processed", "failed", "rejected"):
@@ -129,9 +143,28 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
         if rates is not None:
             rate = rates.get(info.processor_id)
             row.append("-" if rate is None else f"{rate:.1f}")
-        row += [f"{info.latency_ms:.1f}", age(now - info.heartbeat_at) + " ago", f"{info.host}:{info.pid}"]
+        several = processes.get(info.processor_id, []) if len(processes.get(info.processor_id, [])) > 1 else []
+        host = f"{len(several)} processes" if several else f"{info.host}:{info.pid}"
+        row += [f"{info.latency_ms:.1f}", age(now - info.heartbeat_at) + " ago", host]
         table.add_row(*row)
+        for process in several:
+            table.add_row(*_process_row(process, now, with_rate=rates is not None))
     return table
+
+
+def _process_row(process: ProcessorInfo, now: float, *, with_rate: bool) -> list[str]:
+    counters = (process.capacity, process.in_flight, process.processed, process.failed, process.rejected)
+    return [
+        f"└ pid {process.pid}",
+        "",
+        *(str(counter) for counter in counters[:1]),
+        "live",
+        *(str(counter) for counter in counters[1:]),
+        *([""] if with_rate else []),
+        f"{process.latency_ms:.1f}",
+        age(now - process.heartbeat_at) + " ago",
+        f"{process.host}:{process.pid}",
+    ]
 
 
 def queues_table(snapshots: list[QueueSnapshot]) -> Table:
@@ -172,14 +205,28 @@ def parked_table(parked: list[ParkedSnapshot]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
 def processors(obj: CliContext, as_json: bool) -> None:
-    """Every registered processor: capabilities, capacity, state, counters, heartbeat age, host."""
+    """Every registered processor: capabilities, capacity, state, counters, heartbeat age, host;
+    under a processor run as several processes, one row per process."""
     infos = ProcessorRegistry(obj.client(), obj.namespace).list(include_dead=True)
+    processes = ProcessEntries(obj.client(), obj.namespace).of_each(info.processor_id for info in infos if info.alive)
     if as_json:
-        print_json([{**dataclasses.asdict(info), "state": processor_state(info)} for info in infos])
+        print_json(
+            [
+                {
+                    **dataclasses.asdict(info),
+                    "state": processor_state(info),
+                    "processes": [
+                        {name: getattr(process, name) for name in PROCESS_FIELDS}
+                        for process in processes.get(info.processor_id, [])
+                    ],
+                }
+                for info in infos
+            ]
+        )
     elif not infos:
         console.print("no processors registered")
     else:
-        console.print(processors_table(infos))
+        console.print(processors_table(infos, processes=processes))
 
 
 @click.command()
