@@ -225,3 +225,24 @@ def test_a_health_port_that_is_taken_is_one_line(redis_url: str) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     expected = f"Error: cannot serve health on 127.0.0.1:{port}: Address already in use"
     assert (result.returncode, result.stderr.splitlines()) == (1, [expected])
+
+
+def test_a_process_stopping_leaves_its_processor_registered_while_another_runs(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    namespace = "pair"  # apart from the module's pipeline; heartbeats too rare to re-register within the test
+    env = observed_env(redis_url, FRAMEFLOW_NAMESPACE=namespace, PROCESSOR_ID="pair-1", HEALTH_CHECK_INTERVAL="30")
+    client = redis.Redis.from_url(redis_url)
+    registry, entries = ProcessorRegistry(client, namespace), ProcessEntries(client, namespace)
+    group = Processes(tmp_path_factory.mktemp("pair"))
+    try:
+        first, second = (group.start(name, [*FRAMEFLOW, "worker", "workers.sample"], env) for name in ("a", "b"))
+        wait_until(lambda: len(entries.of("pair-1")) == 2, 60, lambda: f"{first.log_tail()}\n{second.log_tail()}")
+        assert first.stop() == 0
+        assert registry.get("pair-1") is not None  # still routed to: a process of it runs
+        assert [info.pid for info in entries.of("pair-1")] == [second.pid]
+        assert second.stop() == 0
+        assert registry.get("pair-1") is None and entries.of("pair-1") == []  # its last process took it out
+    finally:
+        group.stop_all()
+        client.close()
