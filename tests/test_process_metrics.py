@@ -246,3 +246,17 @@ def test_a_process_stopping_leaves_its_processor_registered_while_another_runs(
     finally:
         group.stop_all()
         client.close()
+
+
+def test_a_health_port_that_is_taken_is_one_line_for_a_seed_style_processor_too(redis_url: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = observed_env(redis_url, HEALTH_PORT=str(port), PROCESSOR_ID="seed-1")
+        result = subprocess.run(
+            [sys.executable, "-m", "workers.sample"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert "Traceback" not in result.stderr, result.stderr
+    expected = f"seed-1: cannot serve health on 127.0.0.1:{port}: Address already in use"
+    assert (result.returncode, result.stderr.splitlines()) == (1, [expected])

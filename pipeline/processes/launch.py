@@ -8,7 +8,7 @@ import asyncio
 import signal
 from typing import Any
 
-from pipeline.errors import RedisUnreachable
+from pipeline.errors import EndpointUnavailable, RedisUnreachable
 from pipeline.settings import Settings
 from pipeline.streams.connection import wait_until_reachable
 
@@ -34,7 +34,8 @@ def options_from_env(default_id: str, default_capacity: int) -> dict[str, Any]:
 def run_until_signalled(processor: ProcessorClient) -> None:
     """The seed's ``__main__``: wait for Redis (``FRAMEFLOW_WAIT_FOR_REDIS`` seconds, logging
     each retry), then run until SIGINT/SIGTERM stop the processor gracefully. Redis still
-    away after that: one line naming its URL (password masked), and exit code 1."""
+    away after that: one line naming its URL (password masked), and exit code 1; so is a
+    health port that cannot be bound."""
     if processor.redis_url is not None:
         try:
             wait_until_reachable(processor.redis_url, Settings.from_env().wait_for_redis_s)
@@ -42,4 +43,7 @@ def run_until_signalled(processor: ProcessorClient) -> None:
             raise SystemExit(f"{processor.processor_id}: {error}") from None
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
-    asyncio.run(processor.start())
+    try:
+        asyncio.run(processor.start())
+    except EndpointUnavailable as error:  # HEALTH_PORT taken: one line, exit code 1
+        raise SystemExit(f"{processor.processor_id}: {error}") from None
