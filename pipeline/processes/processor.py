@@ -308,10 +308,9 @@ class ProcessorClient(OriginalClientApi):
         if self._withdrawn:
             return  # unregister(): out of the registry until register()
         ttl_s = self.health_check_interval * MISSED_BEATS
-        processes = self._process_entries().beat(self.process_info(), ttl_s)
-        alive = self._registry.heartbeat(
-            self.processor_id, ttl_s=ttl_s, **{**self.stats.snapshot(), **summed_counters(processes)}
-        )
+        stats = self.stats.snapshot()  # once: this process's entry and the processor's say the same
+        processes = self._process_entries().beat(self.process_info(stats), ttl_s)
+        alive = self._registry.heartbeat(self.processor_id, ttl_s=ttl_s, **{**stats, **summed_counters(processes)})
         if not alive:
             logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
             self._register()
@@ -328,9 +327,11 @@ class ProcessorClient(OriginalClientApi):
         assert self._registry is not None
         return ProcessEntries(self._registry.client, self._registry.namespace)
 
-    def process_info(self) -> ProcessorInfo:
-        """This process's own registry entry: :meth:`info` with its own pid and counters."""
-        own = {name: value for name, value in self.stats.snapshot().items() if name in _ENTRY_FIELDS}
+    def process_info(self, stats: dict[str, Any] | None = None) -> ProcessorInfo:
+        """This process's own registry entry: :meth:`info` with its own pid and counters (``stats``,
+        else a snapshot of them)."""
+        stats = self.stats.snapshot() if stats is None else stats
+        own = {name: value for name, value in stats.items() if name in _ENTRY_FIELDS}
         return dataclasses.replace(self.info(), **own)
 
     def info(self) -> ProcessorInfo:
