@@ -26,16 +26,12 @@ from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorReg
 from pipeline.domain.results import RESULT_FIELDS, result_problem
 from pipeline.tools.overview import ParkedSnapshot, PipelineSnapshot, QueueSnapshot, processing_rates, take_snapshot
 
+from .process_rows import process_listing, process_row
+
 if TYPE_CHECKING:
     import redis
 
     from .context import CliContext
-
-#: What ``processors --json`` says of each process of a processor.
-PROCESS_FIELDS = (
-    "pid", "host", "health_endpoint", "registered_at", "heartbeat_at", "in_flight", "processed", "failed",
-    "rejected", "latency_ms", "last_error", "last_rejection",
-)  # fmt: skip
 
 #: How wide a table may grow when output goes to a pipe or a file: rich's 80 columns would
 #: squeeze, wrap or drop columns of ``frameflow processors | cat``, and no terminal limits it there.
@@ -143,28 +139,16 @@ def processors_table(
         if rates is not None:
             rate = rates.get(info.processor_id)
             row.append("-" if rate is None else f"{rate:.1f}")
-        several = processes.get(info.processor_id, []) if len(processes.get(info.processor_id, [])) > 1 else []
+        own = processes.get(info.processor_id, [])
+        several = own if len(own) > 1 else []
         host = f"{len(several)} processes" if several else f"{info.host}:{info.pid}"
         row += [f"{info.latency_ms:.1f}", age(now - info.heartbeat_at) + " ago", host]
         table.add_row(*row)
         for process in several:
-            table.add_row(*_process_row(process, now, with_rate=rates is not None))
+            heartbeat = age(now - process.heartbeat_at) + " ago"
+            state = processor_state(process)
+            table.add_row(*process_row(process, state=state, heartbeat=heartbeat, with_rate=rates is not None))
     return table
-
-
-def _process_row(process: ProcessorInfo, now: float, *, with_rate: bool) -> list[str]:
-    counters = (process.capacity, process.in_flight, process.processed, process.failed, process.rejected)
-    return [
-        f"└ pid {process.pid}",
-        "",
-        *(str(counter) for counter in counters[:1]),
-        "live",
-        *(str(counter) for counter in counters[1:]),
-        *([""] if with_rate else []),
-        f"{process.latency_ms:.1f}",
-        age(now - process.heartbeat_at) + " ago",
-        f"{process.host}:{process.pid}",
-    ]
 
 
 def queues_table(snapshots: list[QueueSnapshot]) -> Table:
@@ -215,10 +199,7 @@ def processors(obj: CliContext, as_json: bool) -> None:
                 {
                     **dataclasses.asdict(info),
                     "state": processor_state(info),
-                    "processes": [
-                        {name: getattr(process, name) for name in PROCESS_FIELDS}
-                        for process in processes.get(info.processor_id, [])
-                    ],
+                    "processes": process_listing(processes.get(info.processor_id, [])),
                 }
                 for info in infos
             ]
