@@ -26,6 +26,7 @@ import redis
 from pipeline import FrameProducer, ProcessorRegistry
 from pipeline.domain.process_entries import ProcessEntries
 from pipeline.domain.registry import ProcessorInfo
+from pipeline.streams.connection import connect
 from pipeline.version import __version__
 
 from .cli_harness import FRAMEFLOW, frameflow_process, table_row
@@ -82,7 +83,7 @@ def wait_for_processes(client: redis.Redis, process: WorkerProcess, processor_id
 
 @pytest.fixture(scope="module")
 def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     client.flushdb()
     group = Processes(tmp_path_factory.mktemp("processes"))
     env = observed_env(redis_url, HEALTH_CHECK_INTERVAL="1")
@@ -232,7 +233,7 @@ def test_a_process_stopping_leaves_its_processor_registered_while_another_runs(
 ) -> None:
     namespace = "pair"  # apart from the module's pipeline; heartbeats too rare to re-register within the test
     env = observed_env(redis_url, FRAMEFLOW_NAMESPACE=namespace, PROCESSOR_ID="pair-1", HEALTH_CHECK_INTERVAL="30")
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     registry, entries = ProcessorRegistry(client, namespace), ProcessEntries(client, namespace)
     group = Processes(tmp_path_factory.mktemp("pair"))
     try:
