@@ -46,6 +46,16 @@ def _positive_or_none(env: Mapping[str, str], name: str) -> int | None:
     return value
 
 
+def _port_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """A TCP port, 0 to 65535 (0: any free one), or ``None`` when the variable is unset or empty."""
+    if not env.get(name):
+        return None
+    value = _int(env, name, 0)
+    if not 0 <= value <= 65535:
+        raise BadSetting(f"{name}={env[name]!r} is not a port (0 to 65535; 0: any free port)")
+    return value
+
+
 def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list, blanks around and between the commas ignored."""
     return tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
@@ -116,6 +126,8 @@ class Settings:
         users and its lock; else ``$XDG_RUNTIME_DIR/frameflow``, else ``/tmp/frameflow-$UID``.
       shared_redis_grace_s: ``FRAMEFLOW_SHARED_REDIS_GRACE_S``, seconds the shared embedded Redis
         keeps running after its last user is gone (a process started next finds it still there).
+      health_port: ``HEALTH_PORT``, where a processor serves ``/health`` and ``/metrics`` (0: any free
+        port, each process its own; the port bound is announced in the registry); unset: not served.
 
     A malformed value raises :class:`~pipeline.errors.BadSetting` (a ``ValueError``) naming the variable.
     """
@@ -141,6 +153,7 @@ class Settings:
     health_check_interval_s: float = 5.0
     runtime_dir: str = _runtime_dir({})
     shared_redis_grace_s: float = 10.0
+    health_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -170,6 +183,7 @@ class Settings:
             health_check_interval_s=_float(env, "HEALTH_CHECK_INTERVAL", cls.health_check_interval_s),
             runtime_dir=env.get("FRAMEFLOW_RUNTIME_DIR") or _runtime_dir(env),
             shared_redis_grace_s=_float(env, "FRAMEFLOW_SHARED_REDIS_GRACE_S", cls.shared_redis_grace_s),
+            health_port=_port_or_none(env, "HEALTH_PORT"),
         )
 
     def processor_allowed(self, processor_id: str) -> bool:

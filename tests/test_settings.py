@@ -70,3 +70,12 @@ def test_without_an_allow_list_every_id_is_allowed() -> None:
 def test_health_endpoints_bind_loopback_unless_configured() -> None:
     assert Settings.from_env({}).health_host == "127.0.0.1"
     assert Settings.from_env({"FRAMEFLOW_HEALTH_HOST": "0.0.0.0"}).health_host == "0.0.0.0"
+
+
+def test_the_health_port_is_unset_a_port_or_0_for_any_free_one() -> None:
+    assert Settings.from_env({}).health_port is None
+    assert Settings.from_env({"HEALTH_PORT": "0"}).health_port == 0
+    assert Settings.from_env({"HEALTH_PORT": "9301"}).health_port == 9301
+    for bad in ("abc", "-1", "65536"):
+        with pytest.raises(ValueError, match=f"HEALTH_PORT='{bad}' is not"):
+            Settings.from_env({"HEALTH_PORT": bad})

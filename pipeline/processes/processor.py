@@ -27,6 +27,7 @@ The original client's other public methods (``register``, ``unregister``, ``publ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import time
@@ -35,6 +36,7 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.middleware import CurrentMessage
+from prometheus_client import REGISTRY
 
 from middleware.breaker import CircuitBreaker
 from middleware.freshness import FrameFreshness
@@ -44,10 +46,11 @@ from middleware.routing import CapabilityRouter, router_of
 from pipeline.domain.frames import IMAGE_REF_FIELD, frame_size_limit
 from pipeline.domain.kept_images import kept_image
 from pipeline.domain.keys import processor_queue
+from pipeline.domain.process_entries import ProcessEntries, summed_counters
 from pipeline.domain.registry import ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import result_fields
 from pipeline.domain.telemetry import current_trace_context
-from pipeline.errors import FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
+from pipeline.errors import EndpointUnavailable, FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
 from pipeline.settings import Settings, processor_allowed
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
@@ -56,6 +59,7 @@ from pipeline.streams.keys import validate_queue_name
 from pipeline.streams.shared_redis import LOCAL_REDIS_URL
 
 from .batching import FrameBatcher, overrides
+from .build_info import register_build_info
 from .frame_ack import acknowledge_frame
 from .health import HealthServer
 from .heartbeat import MISSED_BEATS, Heartbeat
@@ -72,6 +76,9 @@ logger = logging.getLogger(__name__)
 #: The seed's default ``redis_url``; left at it, the environment decides, and without configuration it
 #: means what it says when a Redis answers there (else the shared embedded one: ``streams/shared_redis.py``).
 SEED_DEFAULT_REDIS_URL = LOCAL_REDIS_URL
+
+#: The fields of a registry entry (what a process's own entry may carry of its stats).
+_ENTRY_FIELDS = frozenset(field.name for field in dataclasses.fields(ProcessorInfo))
 
 
 class ProcessorClient(OriginalClientApi):
@@ -223,6 +230,7 @@ class ProcessorClient(OriginalClientApi):
             logger.info("Processor %s stopped while waiting for Redis.", self.processor_id)
             return
         broker = self._ensure_broker()
+        self._serve_health()  # before consuming: a port that cannot be bound stops it before any frame
         if self._worker is None:
             self._worker = dramatiq.Worker(
                 broker, queues={self.queue_name}, worker_threads=self.capacity, worker_timeout=500
@@ -260,10 +268,6 @@ class ProcessorClient(OriginalClientApi):
         broker = self._ensure_broker()
         self._registry = ProcessorRegistry(broker.client, broker.namespace)
         self._withdrawn = False
-        if self.health_port is not None:
-            # Before registering: the registry entry names the endpoint (and its chosen port).
-            host = Settings.from_env().health_host
-            self._health = HealthServer(self.health_report, self.health_port, host).start()
         self._register()
         self._heartbeat = Heartbeat(self._beat, self.health_check_interval, self.processor_id)
         self._heartbeat.start()
@@ -278,11 +282,25 @@ class ProcessorClient(OriginalClientApi):
             if routed or dropped:
                 logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
 
+    def _serve_health(self) -> None:
+        """Serve ``/health`` and ``/metrics`` on ``health_port`` (0: any free one), before registering:
+        the registry entry names the endpoint, with the port actually bound."""
+        if self.health_port is None or self._health is not None:
+            return
+        host = Settings.from_env().health_host
+        register_build_info(REGISTRY)
+        try:
+            self._health = HealthServer(self.health_report, self.health_port, host).start()
+        except OSError as error:
+            reason = error.strerror or error
+            raise EndpointUnavailable(f"cannot serve health on {host}:{self.health_port}: {reason}") from None
+
     def _go_offline(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()  # first: a beat still running would register the processor again
         if self._registry is not None:
-            self._registry.deregister(self.processor_id)
+            self._withdrawn = True
+            self._leave_registry()
         if self._owns_worker and self._worker is not None:
             self._worker.stop(timeout=int(STOP_TIMEOUT_S * 1000))
             self._worker = None
@@ -290,24 +308,47 @@ class ProcessorClient(OriginalClientApi):
             self._batcher.close(timeout=STOP_TIMEOUT_S)
         if self._health is not None:
             self._health.stop()
+            self._health = None
         if self._owns_worker and self.broker is not None:
             self.broker.close()
 
     def _register(self) -> None:
         assert self._registry is not None
         self._registry.register(self.info(), ttl_s=self.health_check_interval * MISSED_BEATS)
+        self._process_entries().beat(self.process_info(), ttl_s=self.health_check_interval * MISSED_BEATS)
 
     def _beat(self) -> None:
+        """This process's own entry, then the processor's, with the counters of all its processes."""
         assert self._registry is not None
         if self._withdrawn:
             return  # unregister(): out of the registry until register()
-        alive = self._registry.heartbeat(
-            self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.for_heartbeat()
-        )
+        ttl_s = self.health_check_interval * MISSED_BEATS
+        # Once per beat: it measures the rate since the last beat, and both entries say the same.
+        stats = self.stats.for_heartbeat()
+        processes = self._process_entries().beat(self.process_info(stats), ttl_s)
+        alive = self._registry.heartbeat(self.processor_id, ttl_s=ttl_s, **{**stats, **summed_counters(processes)})
         if not alive:
             logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
             self._register()
             self._release_parked()  # frames that found no live processor meanwhile (a Redis failover, a stall)
+
+    def _leave_registry(self) -> None:
+        """Remove this process's entry; the processor's entry goes with its last live process
+        (another process of it still running keeps it routed to)."""
+        assert self._registry is not None
+        if not self._process_entries().remove(self.process_info()):
+            self._registry.deregister(self.processor_id)
+
+    def _process_entries(self) -> ProcessEntries:
+        assert self._registry is not None
+        return ProcessEntries(self._registry.client, self._registry.namespace)
+
+    def process_info(self, stats: dict[str, Any] | None = None) -> ProcessorInfo:
+        """This process's own registry entry: :meth:`info` with its own pid and counters (``stats``,
+        else a snapshot of them)."""
+        stats = self.stats.snapshot() if stats is None else stats
+        own = {name: value for name, value in stats.items() if name in _ENTRY_FIELDS}
+        return dataclasses.replace(self.info(), **own)
 
     def info(self) -> ProcessorInfo:
         return ProcessorInfo(

@@ -14,6 +14,10 @@ Every ``interval_s`` it
   half-way (or two at once) re-routes no frame twice and loses none;
 * releases frames parked for a capability that a live processor offers again;
 * trims dead letters older than their TTL.
+
+With ``--metrics-port`` it serves ``/metrics`` (the pipeline-wide numbers only Redis knows),
+``/targets`` (every processor process's ``/metrics``, for Prometheus's HTTP service discovery)
+and ``/health`` (whether Redis answers and the jobs keep running).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import CollectorRegistry
@@ -33,6 +38,7 @@ from middleware.routing import router_of
 from pipeline.domain.claim_check import release_images
 from pipeline.domain.frames import is_stale
 from pipeline.domain.keys import health_stream, parked_key, processor_queue, reaping_lock_key
+from pipeline.domain.process_entries import ProcessEntries, each_process
 from pipeline.domain.registry import ProcessorRegistry
 from pipeline.errors import MalformedEntry
 from pipeline.settings import Settings
@@ -40,7 +46,9 @@ from pipeline.streams.broker import PROMOTE_BATCH, RedisStreamsBroker
 from pipeline.streams.connection import TRANSIENT_ERRORS
 from pipeline.streams.keys import QueueKeys, namespace_pattern, queue_name_for
 from pipeline.streams.wire import decode_entry
+from pipeline.version import __version__
 
+from .build_info import register_build_info
 from .health import HealthServer
 from .queue_metrics import PipelineCollector, scrape_targets
 
@@ -57,6 +65,9 @@ REAP_PASSES = 5
 
 #: A time after every retry's eta (ms since the epoch): promotes all delayed retries at once.
 FAR_FUTURE_MS = 2**52
+
+#: Intervals the jobs may go without a run before ``/health`` says the scheduler is unhealthy.
+MISSED_TICKS = 3
 
 
 class PipelineScheduler:
@@ -82,17 +93,27 @@ class PipelineScheduler:
         #: What ``/metrics`` serves (see :meth:`serve_metrics`): the pipeline's queues, read at scrape time.
         self.metrics = CollectorRegistry(auto_describe=True)
         self.metrics.register(PipelineCollector(broker.client, broker.namespace))
+        register_build_info(self.metrics)
         self._metrics_server: HealthServer | None = None
+        self.started_at = time.time()
+        #: When each job last ran to its end (seconds since the epoch), for ``/health``.
+        self.jobs_last_run: dict[str, float] = {}
+        self.last_error = ""
 
     # -- jobs ------------------------------------------------------------------------------
     def tick(self) -> dict[str, Any]:
         """Run every job once (what each interval does); returns the health entry."""
-        reaped = self.reap_dead()
-        self.release_parked()
-        self.trim_dead_letters()
-        health = self.emit_health()
+        reaped = self._timed(self.reap_dead)
+        self._timed(self.release_parked)
+        self._timed(self.trim_dead_letters)
+        health = self._timed(self.emit_health)
         health["reaped"] = reaped
         return health
+
+    def _timed(self, job: Callable[[], Any]) -> Any:
+        outcome = job()
+        self.jobs_last_run[job.__name__] = time.time()
+        return outcome
 
     def emit_health(self) -> dict[str, Any]:
         processors = self.registry.list(include_dead=True)
@@ -248,9 +269,12 @@ class PipelineScheduler:
     def _safe_tick(self) -> None:
         try:
             self.tick()
+            self.last_error = ""
         except TRANSIENT_ERRORS as error:
+            self.last_error = f"Redis unreachable: {error}"
             logger.warning("Scheduler tick skipped, Redis unreachable: %s", error)
-        except Exception:
+        except Exception as error:
+            self.last_error = f"{type(error).__name__}: {error}"
             logger.exception("Scheduler tick failed")
 
     def _add_job(self, scheduler: BackgroundScheduler | BlockingScheduler) -> None:
@@ -284,14 +308,39 @@ class PipelineScheduler:
             self._metrics_server = None
 
     def serve_metrics(self, port: int, host: str | None = None) -> int:
-        """Serve the pipeline-wide metrics at ``http://host:port/metrics``, and the live processors'
-        ``/metrics`` endpoints as Prometheus HTTP service discovery at ``/targets`` (host:
-        ``FRAMEFLOW_HEALTH_HOST``, 127.0.0.1 by default; port 0: any free one). Returns the port."""
+        """Serve the pipeline-wide metrics at ``http://host:port/metrics``, every live processor
+        process's ``/metrics`` endpoint as Prometheus HTTP service discovery at ``/targets``, and
+        :meth:`health_report` at ``/health`` (host: ``FRAMEFLOW_HEALTH_HOST``, 127.0.0.1 by default;
+        port 0: any free one). Returns the port."""
         host = host or Settings.from_env().health_host
-        server = HealthServer(None, port, host, registry=self.metrics, targets=self.scrape_targets)
+        server = HealthServer(self.health_report, port, host, registry=self.metrics, targets=self.scrape_targets)
         self._metrics_server = server.start()
         return server.port
 
     def scrape_targets(self) -> list[dict[str, Any]]:
-        """The live processors' ``/metrics`` endpoints, for Prometheus's ``http_sd_configs``."""
-        return scrape_targets(self.registry.list())
+        """Every live processor process's ``/metrics`` endpoint, for Prometheus's ``http_sd_configs``."""
+        live = self.registry.list()
+        processes = ProcessEntries(self.broker.client, self.broker.namespace).of_each(
+            info.processor_id for info in live
+        )
+        return scrape_targets(each_process(live, processes))
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while Redis answers and the jobs ran within :data:`MISSED_TICKS` intervals
+        (of their last run, or of the scheduler's start before the first)."""
+        try:
+            reachable = bool(self.broker.client.ping())
+        except redis.RedisError:
+            reachable = False
+        last_run = self.jobs_last_run.get("emit_health", self.started_at)
+        on_time = time.time() - last_run <= MISSED_TICKS * self.interval_s
+        healthy = reachable and on_time
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "version": __version__,
+            "redis_reachable": reachable,
+            "interval_s": self.interval_s,
+            "jobs_last_run": {name: round(at, 3) for name, at in sorted(self.jobs_last_run.items())},
+            "last_error": self.last_error,
+        }
+        return healthy, body

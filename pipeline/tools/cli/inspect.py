@@ -21,9 +21,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.domain.process_entries import ProcessEntries
 from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import RESULT_FIELDS, result_problem
 from pipeline.tools.overview import ParkedSnapshot, PipelineSnapshot, QueueSnapshot, processing_rates, take_snapshot
+
+from .process_rows import process_listing, process_row
 
 if TYPE_CHECKING:
     import redis
@@ -102,8 +105,15 @@ def until_interrupted() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None = None) -> Table:
+def processors_table(
+    infos: list[ProcessorInfo],
+    rates: dict[str, float] | None = None,
+    processes: dict[str, list[ProcessorInfo]] | None = None,
+) -> Table:
+    """One row per processor; under a processor run as several processes, one indented row
+    per process (``└ pid N``: its own counters, heartbeat and host), from ``processes``."""
     now = time.time()
+    processes = processes or {}
     table = Table(title="processors", title_justify="left")
     counters = ("capacity", "in flight", "processed", "failed", "rejected")
     for name in ("processor", "capabilities", "capacity", "state", "in flight", "processed", "failed", "rejected"):
@@ -131,8 +141,15 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
         if rates is not None:
             rate = rates.get(info.processor_id)
             row.append("-" if rate is None else f"{rate:.1f}")
-        row += [f"{info.latency_ms:.1f}", age(now - info.heartbeat_at) + " ago", f"{info.host}:{info.pid}"]
+        own = processes.get(info.processor_id, [])
+        several = own if len(own) > 1 else []
+        host = f"{len(several)} processes" if several else f"{info.host}:{info.pid}"
+        row += [f"{info.latency_ms:.1f}", age(now - info.heartbeat_at) + " ago", host]
         table.add_row(*row)
+        for process in several:
+            heartbeat = age(now - process.heartbeat_at) + " ago"
+            state = processor_state(process)
+            table.add_row(*process_row(process, state=state, heartbeat=heartbeat, with_rate=rates is not None))
     return table
 
 
@@ -174,14 +191,25 @@ def parked_table(parked: list[ParkedSnapshot]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
 def processors(obj: CliContext, as_json: bool) -> None:
-    """Every registered processor: capabilities, capacity, state, counters, heartbeat age, host."""
+    """Every registered processor: capabilities, capacity, state, counters, heartbeat age, host;
+    under a processor run as several processes, one row per process."""
     infos = ProcessorRegistry(obj.client(), obj.namespace).list(include_dead=True)
+    processes = ProcessEntries(obj.client(), obj.namespace).of_each(info.processor_id for info in infos if info.alive)
     if as_json:
-        print_json([{**dataclasses.asdict(info), "state": processor_state(info)} for info in infos])
+        print_json(
+            [
+                {
+                    **dataclasses.asdict(info),
+                    "state": processor_state(info),
+                    "processes": process_listing(processes.get(info.processor_id, [])),
+                }
+                for info in infos
+            ]
+        )
     elif not infos:
         console.print("no processors registered")
     else:
-        console.print(processors_table(infos))
+        console.print(processors_table(infos, processes=processes))
 
 
 @click.command()

@@ -218,8 +218,16 @@ def scheduler(obj: CliContext, interval: float, metrics_port: int | None) -> Non
 
 @main.command()
 @click.argument("target", metavar="MODULE[:CLASS]")
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve /health and /metrics on this port (0: any free port, announced in the registry) "
+    "[default: HEALTH_PORT, else the processor's own health_port].",
+)
 @click.pass_obj
-def worker(obj: CliContext, target: str) -> None:
+def worker(obj: CliContext, target: str, health_port: int | None) -> None:
     """Run one processor the seed's way, in this process, until SIGINT or SIGTERM.
 
     MODULE alone runs the processor instance the module builds (workers.sample's
@@ -237,6 +245,10 @@ def worker(obj: CliContext, target: str) -> None:
     processor = load_processor(target)
     if obj.wait_for_redis_s:
         processor.wait_for_redis_s = obj.wait_for_redis_s
+    if health_port is not None:
+        processor.health_port = health_port
+    elif processor.health_port is None:  # a processor built without options_from_env
+        processor.health_port = Settings.from_env().health_port
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
     console.print(
