@@ -18,6 +18,7 @@ finds dead letters): every queue a worker consumed, processor queues and the bro
 from __future__ import annotations
 
 import logging
+import time
 
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.keys import namespace_pattern, tagged_stream
@@ -34,7 +35,9 @@ def remove_idle_consumers(broker: RedisStreamsBroker, idle_s: float) -> dict[str
     for key in broker.client.scan_iter(match=namespace_pattern(broker.namespace, "consumers"), count=500):
         consumers_key = key.decode() if isinstance(key, bytes) else key
         stream = tagged_stream(consumers_key)
-        names = broker.scripts["remove_idle_consumers"](keys=[stream, consumers_key], args=[broker.group, idle_ms])
+        names = broker.scripts["remove_idle_consumers"](
+            keys=[stream, consumers_key], args=[broker.group, idle_ms, int(time.time() * 1000)]
+        )
         if names:
             removed[stream] = [name.decode() for name in names]
     if removed:

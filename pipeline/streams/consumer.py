@@ -232,7 +232,9 @@ class StreamConsumer(Consumer):
         now = time.monotonic()
         if now < self._next_touch:
             return
-        self.broker.scripts["touch_consumer"](keys=[self.keys.consumers], args=[self.consumer_name])
+        self.broker.scripts["touch_consumer"](
+            keys=[self.keys.consumers], args=[self.consumer_name, int(time.time() * 1000)]
+        )
         self._next_touch = now + LIVENESS_INTERVAL_S
 
     def _wait_for_slots(self) -> int:

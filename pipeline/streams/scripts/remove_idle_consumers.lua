@@ -7,11 +7,9 @@
 -- Touches older than idle_ms are trimmed, so the set keeps only live consumers
 -- (and vanishes when none is left).
 -- KEYS: 1 stream, 2 the queue's consumers sorted set (same slot)
--- ARGV: 1 group, 2 idle_ms
+-- ARGV: 1 group, 2 idle_ms, 3 now_ms (the scheduler's clock; touches carry the workers')
 -- Returns the names of the consumers removed.
-local group, idle_ms = ARGV[1], tonumber(ARGV[2])
-local now = redis.call('TIME')
-now = now[1] * 1000 + math.floor(now[2] / 1000)
+local group, idle_ms, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local removed = {}
 if redis.call('EXISTS', KEYS[1]) == 1 then
