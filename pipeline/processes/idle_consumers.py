@@ -5,7 +5,7 @@ a queue's group gains a consumer with every worker start and, left alone, never 
 ``XINFO CONSUMERS`` grows with every restart, and so does every tool that lists it. Telling a dead
 worker's consumer from a live one that merely waits on an empty queue cannot rest on the idle time
 Redis keeps (whether a blocked ``XREADGROUP`` resets it differs between versions), so a live
-consumer says it lives every second (``touch_consumer.lua``, in the queue's consumers set), and a
+consumer says it lives every second (its name scored with the time in the queue's consumers set), and a
 pass removes, queue by queue, the consumers that hold nothing pending and have shown no sign of life
 for ``idle_s`` (``remove_idle_consumers.lua``, atomic per queue: a consumer that took an entry
 meanwhile stays). A dead consumer that still holds entries stays until the leases lapse and a live

@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 #: Upper bound on how long lapsed leases and due delayed messages wait for a busy consumer to look.
 HOUSEKEEPING_INTERVAL_S = 0.25
 
-#: How often a consumer says it lives (``touch_consumer.lua``), whatever it is doing: the scheduler
-#: removes from the group a consumer that holds nothing and has not said so for a while.
+#: How often a consumer says it lives (its name, scored with the time, in the queue's consumers set),
+#: whatever it is doing: the scheduler removes from the group a consumer that holds nothing and has
+#: not said so for a while (``remove_idle_consumers.lua``).
 LIVENESS_INTERVAL_S = MIN_IDLE_CONSUMER_S / 3
 
 #: Text and bytes values longer than this show in log lines as their length only.
@@ -232,9 +233,8 @@ class StreamConsumer(Consumer):
         now = time.monotonic()
         if now < self._next_touch:
             return
-        self.broker.scripts["touch_consumer"](
-            keys=[self.keys.consumers], args=[self.consumer_name, int(time.time() * 1000)]
-        )
+        # The worker's clock, as Dramatiq's RedisBroker heartbeats: the least-privilege ACL user may not run TIME.
+        self.broker.client.zadd(self.keys.consumers, {self.consumer_name: int(time.time() * 1000)})
         self._next_touch = now + LIVENESS_INTERVAL_S
 
     def _wait_for_slots(self) -> int:

@@ -48,7 +48,7 @@ class QueueKeys(NamedTuple):
     """The keys of one queue; they all share the stream's hash slot.
 
     ``consumers`` is a sorted set: each consumer of the queue's group, scored with the last time
-    (epoch ms, the worker's clock) it said it lives (``touch_consumer.lua``), so that removing the
+    (epoch ms, the worker's clock) it said it lives (``StreamConsumer``, every second), so that removing the
     consumers of dead workers (``remove_idle_consumers.lua``) never relies on how a Redis version
     counts a blocked reader's idle time."""
 

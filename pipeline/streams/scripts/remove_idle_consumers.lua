@@ -1,6 +1,6 @@
 -- Removes from the group the consumers of dead workers: those that hold no pending
 -- entry and have shown no sign of life for longer than idle_ms. A sign of life is
--- the consumer's own touch (KEYS[2], touch_consumer.lua) or, for a consumer that
+-- the consumer's own touch (KEYS[2], written by StreamConsumer) or, for one that
 -- never touched (an older worker, a tool), the idle time Redis keeps for it. A
 -- consumer holding entries is never removed: its entries go to live consumers
 -- when their leases lapse (claim.lua), and it is removed once it holds none.
