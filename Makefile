@@ -54,7 +54,7 @@ test: $(TEST_STAMP)
 	FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) FRAMEFLOW_TEST_REDIS_CLUSTER=1 $(VENV)/bin/python -m pytest -q \
 		tests/test_broker.py tests/test_acks.py tests/test_routing.py tests/test_registry.py tests/test_publish_many.py \
 		tests/test_processor.py tests/test_scheduler.py tests/test_actor_routing.py tests/test_processor_failover.py \
-		tests/test_cli_inspect.py tests/test_cli_admin.py tests/test_cluster.py
+		tests/test_cli_inspect.py tests/test_cli_admin.py tests/test_cluster.py tests/test_idle_consumers.py
 
 ## suite: Dramatiq's own test suite against our broker core, imported alone (scripts/dramatiq_suite.py)
 suite: $(TEST_STAMP)

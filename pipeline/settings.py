@@ -12,6 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import BadSetting
 
+#: The shortest ``FRAMEFLOW_IDLE_CONSUMER_S``: three of the intervals at which a live consumer says it
+#: lives (``pipeline.streams.consumer.LIVENESS_INTERVAL_S``), so a busy moment never looks like death.
+MIN_IDLE_CONSUMER_S = 3.0
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -33,6 +37,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise BadSetting(f"{name}={raw!r} is not a number") from None
     if not math.isfinite(value):
         raise BadSetting(f"{name}={raw!r} is not a finite number")
+    return value
+
+
+def _at_least(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    value = _float(env, name, default)
+    if value < minimum:
+        raise BadSetting(f"{name}={env[name]!r} must be {minimum:g} or more")
     return value
 
 
@@ -118,6 +129,10 @@ class Settings:
         (``overflow``). 0 keeps every parked frame.
       snapshot_ttl_s: ``FRAMEFLOW_SNAPSHOT_TTL_S``, seconds a processor keeps the image of a frame whose
         result found something, for snapshots (``pipeline/kept_images.py``); 0, the default, keeps none.
+      idle_consumer_s: ``FRAMEFLOW_IDLE_CONSUMER_S``, seconds a consumer of a queue's group may go
+        without a sign of life, holding nothing, before the scheduler removes it from the group (the
+        consumer of a worker that died or restarted); at least 3 (a live consumer says it lives every
+        second), 300 by default.
       processor_id: ``PROCESSOR_ID``, the id a processor module registers under (else its own default).
       orchestrator_url: ``ORCHESTRATOR_URL``, kept for the seed's constructor; frameflow does not use it.
       processor_capacity: ``PROCESSOR_CAPACITY``, frames a processor works on at once (else its default).
@@ -147,6 +162,7 @@ class Settings:
     results_maxlen: int = 10_000
     parked_bound: int = 1000
     snapshot_ttl_s: int = 0
+    idle_consumer_s: float = 300.0
     processor_id: str | None = None
     orchestrator_url: str = ""
     processor_capacity: int | None = None
@@ -177,6 +193,7 @@ class Settings:
             results_maxlen=_int(env, "FRAMEFLOW_RESULTS_MAXLEN", cls.results_maxlen),
             parked_bound=_int(env, "FRAMEFLOW_PARKED_BOUND", cls.parked_bound),
             snapshot_ttl_s=_int(env, "FRAMEFLOW_SNAPSHOT_TTL_S", cls.snapshot_ttl_s),
+            idle_consumer_s=_at_least(env, "FRAMEFLOW_IDLE_CONSUMER_S", cls.idle_consumer_s, MIN_IDLE_CONSUMER_S),
             processor_id=env.get("PROCESSOR_ID") or None,
             orchestrator_url=env.get("ORCHESTRATOR_URL", cls.orchestrator_url),
             processor_capacity=_positive_or_none(env, "PROCESSOR_CAPACITY"),

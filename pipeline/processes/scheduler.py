@@ -13,7 +13,10 @@ Every ``interval_s`` it
   its id forgotten. Each frame is moved in one transaction, so a scheduler killed
   half-way (or two at once) re-routes no frame twice and loses none;
 * releases frames parked for a capability that a live processor offers again;
-* trims dead letters older than their TTL.
+* trims dead letters older than their TTL;
+* removes from the queues' consumer groups the consumers of dead workers (they hold nothing
+  and showed no sign of life for ``FRAMEFLOW_IDLE_CONSUMER_S``: :mod:`.idle_consumers`), at
+  most four times per that period.
 
 With ``--metrics-port`` it serves ``/metrics`` (the pipeline-wide numbers only Redis knows),
 ``/targets`` (every processor process's ``/metrics``, for Prometheus's HTTP service discovery)
@@ -50,6 +53,7 @@ from pipeline.version import __version__
 
 from .build_info import register_build_info
 from .health import HealthServer
+from .idle_consumers import remove_idle_consumers
 from .queue_metrics import PipelineCollector, scrape_targets
 
 logger = logging.getLogger(__name__)
@@ -62,6 +66,10 @@ REAP_LOCK_MIN_S = 2.0
 
 #: How many times one reaping reads a dead processor's queue again when frames keep arriving.
 REAP_PASSES = 5
+
+#: How many idle-consumer passes run per ``idle_consumer_s``: a consumer is removed at most a
+#: quarter of that period later than it could be, and the queues are not scanned every tick.
+IDLE_PASSES_PER_PERIOD = 4
 
 #: A time after every retry's eta (ms since the epoch): promotes all delayed retries at once.
 FAR_FUTURE_MS = 2**52
@@ -76,15 +84,21 @@ class PipelineScheduler:
     Parameters:
       broker: a broker carrying the routing middleware.
       interval_s: how often each job runs.
+      idle_consumer_s: how long a consumer holding nothing may show no sign of life before it
+        is removed from its group; defaults to ``FRAMEFLOW_IDLE_CONSUMER_S`` (300).
     """
 
-    def __init__(self, broker: RedisStreamsBroker, *, interval_s: float = 5.0) -> None:
+    def __init__(
+        self, broker: RedisStreamsBroker, *, interval_s: float = 5.0, idle_consumer_s: float | None = None
+    ) -> None:
         router = router_of(broker)
         if router is None:
             raise ValueError("the scheduler needs a broker with the routing middleware")
         self.broker = broker
         self.router = router
         self.interval_s = interval_s
+        self.idle_consumer_s = idle_consumer_s or Settings.from_env().idle_consumer_s
+        self._next_idle_pass = 0.0
         self.registry = ProcessorRegistry(broker.client, broker.namespace)
         self.health_stream = health_stream(broker.namespace)
         #: The last heartbeat time seen of each live processor, for the reaping's log line.
@@ -106,6 +120,7 @@ class PipelineScheduler:
         reaped = self._timed(self.reap_dead)
         self._timed(self.release_parked)
         self._timed(self.trim_dead_letters)
+        self._timed(self.remove_idle_consumers)
         health = self._timed(self.emit_health)
         health["reaped"] = reaped
         return health
@@ -264,6 +279,15 @@ class PipelineScheduler:
         for key in self.broker.client.scan_iter(match=namespace_pattern(self.broker.namespace, "dead"), count=500):
             trimmed += int(self.broker.client.xtrim(key, minid=minimum, approximate=False))
         return trimmed
+
+    def remove_idle_consumers(self) -> int:
+        """Remove the consumers of dead workers from every queue's group (:mod:`.idle_consumers`),
+        unless a pass ran less than ``idle_consumer_s / IDLE_PASSES_PER_PERIOD`` ago; returns how many went."""
+        now = time.monotonic()
+        if now < self._next_idle_pass:
+            return 0
+        self._next_idle_pass = now + self.idle_consumer_s / IDLE_PASSES_PER_PERIOD
+        return sum(len(names) for names in remove_idle_consumers(self.broker, self.idle_consumer_s).values())
 
     # -- running ---------------------------------------------------------------------------
     def _safe_tick(self) -> None:

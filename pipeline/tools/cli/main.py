@@ -194,7 +194,7 @@ def _wait_for_clients_to_leave(url: str, timeout_s: float) -> None:
 )
 @click.pass_obj
 def scheduler(obj: CliContext, interval: float, metrics_port: int | None) -> None:
-    """Emit the pipeline's health heartbeat, reap dead processors, trim dead letters."""
+    """Emit the pipeline's health heartbeat, reap dead processors, trim dead letters, forget dead workers' consumers."""
     from middleware.routing import CapabilityRouter
     from pipeline.processes.scheduler import PipelineScheduler
 
