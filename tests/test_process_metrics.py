@@ -205,7 +205,13 @@ def test_the_scheduler_serves_its_health_and_build_info(pipeline: Pipeline) -> N
     )
     assert status == 200
     assert health["status"] == "healthy" and health["version"] == __version__ and health["redis_reachable"] is True
-    assert set(health["jobs_last_run"]) == {"reap_dead", "release_parked", "trim_dead_letters", "emit_health"}
+    assert set(health["jobs_last_run"]) == {
+        "reap_dead",
+        "release_parked",
+        "trim_dead_letters",
+        "remove_idle_consumers",
+        "emit_health",
+    }
     samples = scrape(f"{pipeline.scheduler_url}/metrics")
     assert value(samples, "frameflow_build_info", version=__version__) == 1
 
