@@ -55,12 +55,11 @@ class OriginalClientApi:
     _owns_worker: bool
     _registry: ProcessorRegistry | None
     _heartbeat: Heartbeat | None
-    #: True after :meth:`unregister`: heartbeats neither refresh nor re-create the registry entry.
-    _withdrawn: bool = False
+    _withdrawn: bool  # RegistryPresence's: True after unregister(), whose beats then write nothing
     _online: asyncio.Event | None = None
     _running: asyncio.Task[None] | None = None
 
-    if TYPE_CHECKING:  # provided by ProcessorClient
+    if TYPE_CHECKING:  # provided by ProcessorClient, and by RegistryPresence (presence.py) from _register on
 
         async def start(self) -> None: ...
 

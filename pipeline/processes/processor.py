@@ -21,36 +21,33 @@ carries, and everything meets in Redis.
 A processor whose id ``FRAMEFLOW_ALLOWED_PROCESSORS`` does not allow never starts (:meth:`ensure_allowed`).
 
 The original client's other public methods (``register``, ``unregister``, ``publish_result``,
-``get_metrics``, ``update_configuration``, ``async with``, ...) live in :mod:`.original_api`.
+``get_metrics``, ``update_configuration``, ``async with``, ...) live in :mod:`.original_api`;
+registering, heartbeats and leaving (``info``, ``process_info``) in :mod:`.presence`; the health
+report and its endpoint (``health_report``) in :mod:`.processor_health`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import logging
 import time
 from typing import Any
 
 import dramatiq
-import redis
 from dramatiq.middleware import CurrentMessage
-from prometheus_client import REGISTRY
 
 from middleware.breaker import CircuitBreaker
 from middleware.freshness import FrameFreshness
 from middleware.observability import add_observability
 from middleware.processor_guard import guard_processor_queue
-from middleware.routing import CapabilityRouter, router_of
+from middleware.routing import CapabilityRouter
 from pipeline.domain.frames import IMAGE_REF_FIELD, frame_size_limit
 from pipeline.domain.kept_images import kept_image
 from pipeline.domain.keys import processor_queue
-from pipeline.domain.process_entries import ProcessEntries, summed_counters
-from pipeline.domain.registry import ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import result_fields
 from pipeline.domain.telemetry import current_trace_context
-from pipeline.errors import EndpointUnavailable, FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
+from pipeline.errors import FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
 from pipeline.settings import Settings, processor_allowed
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
@@ -59,14 +56,13 @@ from pipeline.streams.keys import validate_queue_name
 from pipeline.streams.shared_redis import LOCAL_REDIS_URL
 
 from .batching import FrameBatcher, overrides
-from .build_info import register_build_info
 from .frame_ack import acknowledge_frame
-from .health import HealthServer
-from .heartbeat import MISSED_BEATS, Heartbeat
 from .intake import checked_frame, frame_data_of
 from .lifecycle import STOP_TIMEOUT_S, ProcessorLifecycle
 from .lifecycle import serve_with_dramatiq as serve_with_dramatiq  # processor modules import it from here
 from .original_api import OriginalClientApi
+from .presence import RegistryPresence
+from .processor_health import HealthReporting
 from .processor_stats import ProcessorStats
 from .redis_wait import wait_for_redis
 from .slots import ProcessingSlots
@@ -77,11 +73,8 @@ logger = logging.getLogger(__name__)
 #: means what it says when a Redis answers there (else the shared embedded one: ``streams/shared_redis.py``).
 SEED_DEFAULT_REDIS_URL = LOCAL_REDIS_URL
 
-#: The fields of a registry entry (what a process's own entry may carry of its stats).
-_ENTRY_FIELDS = frozenset(field.name for field in dataclasses.fields(ProcessorInfo))
 
-
-class ProcessorClient(OriginalClientApi):
+class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
     """Base class of a frame processor. Implement :meth:`process_frame` (async or plain),
     or :meth:`process_batch` to receive frames in micro-batches (``pipeline/processes/batching.py``).
 
@@ -144,9 +137,9 @@ class ProcessorClient(OriginalClientApi):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._stop_early = False
-        self._heartbeat: Heartbeat | None = None
-        self._health: HealthServer | None = None
-        self._registry: ProcessorRegistry | None = None
+        self._heartbeat = None  # typed in RegistryPresence, as _registry and HealthReporting's _health
+        self._health = None
+        self._registry = None
         self._breaker = CircuitBreaker(self._publish_breaker)
         self._batcher: FrameBatcher | None = None
         if overrides(self, ProcessorClient, "process_batch"):
@@ -264,134 +257,16 @@ class ProcessorClient(OriginalClientApi):
             return
         loop.call_soon_threadsafe(event.set)
 
-    def _come_online(self) -> None:
-        broker = self._ensure_broker()
-        self._registry = ProcessorRegistry(broker.client, broker.namespace)
-        self._withdrawn = False
-        self._register()
-        self._heartbeat = Heartbeat(self._beat, self.health_check_interval, self.processor_id)
-        self._heartbeat.start()
-        self._release_parked()
-
-    def _release_parked(self) -> None:
-        """Route the frames parked for this processor's capabilities while it was not registered."""
-        broker = self.broker
-        router = router_of(broker) if broker is not None else None
-        if broker is not None and router is not None:
-            routed, dropped = router.release_parked(broker, self.capabilities)
-            if routed or dropped:
-                logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
-
-    def _serve_health(self) -> None:
-        """Serve ``/health`` and ``/metrics`` on ``health_port`` (0: any free one), before registering:
-        the registry entry names the endpoint, with the port actually bound."""
-        if self.health_port is None or self._health is not None:
-            return
-        host = Settings.from_env().health_host
-        register_build_info(REGISTRY)
-        try:
-            self._health = HealthServer(self.health_report, self.health_port, host).start()
-        except OSError as error:
-            reason = error.strerror or error
-            raise EndpointUnavailable(f"cannot serve health on {host}:{self.health_port}: {reason}") from None
-
     def _go_offline(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()  # first: a beat still running would register the processor again
-        if self._registry is not None:
-            self._withdrawn = True
-            self._leave_registry()
+        self._go_absent()  # first: no new frames routed here
         if self._owns_worker and self._worker is not None:
             self._worker.stop(timeout=int(STOP_TIMEOUT_S * 1000))
             self._worker = None
         if self._batcher is not None:
             self._batcher.close(timeout=STOP_TIMEOUT_S)
-        if self._health is not None:
-            self._health.stop()
-            self._health = None
+        self._stop_health()
         if self._owns_worker and self.broker is not None:
             self.broker.close()
-
-    def _register(self) -> None:
-        assert self._registry is not None
-        self._registry.register(self.info(), ttl_s=self.health_check_interval * MISSED_BEATS)
-        self._process_entries().beat(self.process_info(), ttl_s=self.health_check_interval * MISSED_BEATS)
-
-    def _beat(self) -> None:
-        """This process's own entry, then the processor's, with the counters of all its processes."""
-        assert self._registry is not None
-        if self._withdrawn:
-            return  # unregister(): out of the registry until register()
-        ttl_s = self.health_check_interval * MISSED_BEATS
-        # Once per beat: it measures the rate since the last beat, and both entries say the same.
-        stats = self.stats.for_heartbeat()
-        processes = self._process_entries().beat(self.process_info(stats), ttl_s)
-        alive = self._registry.heartbeat(self.processor_id, ttl_s=ttl_s, **{**stats, **summed_counters(processes)})
-        if not alive:
-            logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
-            self._register()
-            self._release_parked()  # frames that found no live processor meanwhile (a Redis failover, a stall)
-
-    def _leave_registry(self) -> None:
-        """Remove this process's entry; the processor's entry goes with its last live process
-        (another process of it still running keeps it routed to)."""
-        assert self._registry is not None
-        if not self._process_entries().remove(self.process_info()):
-            self._registry.deregister(self.processor_id)
-
-    def _process_entries(self) -> ProcessEntries:
-        assert self._registry is not None
-        return ProcessEntries(self._registry.client, self._registry.namespace)
-
-    def process_info(self, stats: dict[str, Any] | None = None) -> ProcessorInfo:
-        """This process's own registry entry: :meth:`info` with its own pid and counters (``stats``,
-        else a snapshot of them)."""
-        stats = self.stats.snapshot() if stats is None else stats
-        own = {name: value for name, value in stats.items() if name in _ENTRY_FIELDS}
-        return dataclasses.replace(self.info(), **own)
-
-    def info(self) -> ProcessorInfo:
-        return ProcessorInfo(
-            processor_id=self.processor_id,
-            capabilities=tuple(self.capabilities),
-            capacity=self.capacity,
-            queue_name=self.queue_name,
-            actor_name=self.actor_name,
-            result_stream=self.result_stream,
-            health_endpoint=f"http://{Settings.from_env().health_host}:{self._health.port}/health"
-            if self._health is not None
-            else None,
-            version=self.version,
-            queue_bound=self.queue_bound,
-            overflow=self.overflow,
-            breaker=self._breaker.state,
-            heartbeat_interval_s=self.health_check_interval,
-        )
-
-    def health_report(self) -> tuple[bool, dict[str, Any]]:
-        backlog = None
-        if self.broker is not None:
-            try:
-                backlog = int(self.broker.client.xlen(self.broker.keys_for(self.queue_name).stream))
-            except redis.RedisError:
-                backlog = None
-        healthy = backlog is not None and self._breaker.state == "closed"
-        body = {
-            "status": "healthy" if healthy else "unhealthy",
-            "processor_id": self.processor_id,
-            "capabilities": self.capabilities,
-            "capacity": self.capacity,
-            **self.stats.snapshot(),
-            "uptime_s": round(self.stats.uptime_s(), 3),
-            **self.original_counters(),  # the original client's names, for its dashboards and probes
-            "queue_backlog": backlog,
-            "breaker": self._breaker.state,
-        }
-        return healthy, body
-
-    def _publish_breaker(self, state: str, since: float) -> None:
-        if self._registry is not None:
-            self._registry.update(self.processor_id, breaker=state, breaker_since=since)
 
     # -- the actor -------------------------------------------------------------------------
     def _handle(self, *args: Any, **kwargs: Any) -> None:
