@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from pipeline.tools.cli import inspect as cli_inspect
+from pipeline.tools.cli import output as cli_output
 from pipeline.tools.cli.main import main
 
 #: The repository root (the Procfile, compose/ and the test modules live under it).
@@ -25,7 +25,7 @@ COLUMNS = 220
 
 def frameflow(redis_url: str, *args: str, input: str | None = None) -> Result:
     """``frameflow --redis-url REDIS_URL ARGS...`` in this process; exceptions other than exits propagate."""
-    consoles = (cli_inspect.console, cli_inspect.err_console)
+    consoles = (cli_output.console, cli_output.err_console)
     widths = [console.width for console in consoles]
     for console in consoles:
         console.width = COLUMNS

@@ -14,7 +14,7 @@ from pipeline.errors import UnknownDeadLetter
 from pipeline.streams.dead_letters import DeadLetter, DeadLetterQueue
 from pipeline.tools.overview import resolve_queue
 
-from .inspect import age, console, plain, print_json
+from .output import age, console, plain, print_json
 
 if TYPE_CHECKING:
     from .context import CliContext

@@ -11,7 +11,7 @@ from pipeline.domain.registry import ProcessorInfo, ProcessorRegistry
 from pipeline.errors import FrameflowError, UnknownProcessor
 from pipeline.streams.keys import queue_keys
 
-from .inspect import age, console
+from .output import age, console
 
 if TYPE_CHECKING:
     from .context import CliContext

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from pipeline.domain.registry import ProcessorRegistry
 
-from .inspect import console, err_console, plain, until_interrupted
+from .output import console, err_console, plain, until_interrupted
 
 if TYPE_CHECKING:
     from .context import CliContext

@@ -1,66 +1,27 @@
-"""The CLI's read-only views: ``processors``, ``queues``, ``top``, ``results``, and how they print."""
+"""The CLI's views of processors and queues: ``processors``, ``queues``, and the tables ``top`` redraws.
+
+``top`` (:mod:`.top`) and ``results`` (:mod:`.results`) are views of their own; how all of them
+print is :mod:`.output`.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import os
-import re
-import signal
-import statistics
 import time
-from collections import Counter
-from collections.abc import Iterator
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console, Group
-from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.domain.process_entries import ProcessEntries
 from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
-from pipeline.domain.results import RESULT_FIELDS, result_problem
-from pipeline.tools.overview import ParkedSnapshot, PipelineSnapshot, QueueSnapshot, processing_rates, take_snapshot
+from pipeline.tools.overview import ParkedSnapshot, QueueSnapshot, take_snapshot
 
+from .output import age, console, print_json
 from .process_rows import process_listing, process_row
 
 if TYPE_CHECKING:
-    import redis
-
     from .context import CliContext
-
-#: How wide a table may grow when output goes to a pipe or a file: rich's 80 columns would
-#: squeeze, wrap or drop columns of ``frameflow processors | cat``, and no terminal limits it there.
-PIPED_WIDTH = 1000
-
-
-def _console(**options: Any) -> Console:
-    """A console for the CLI; not a terminal and no ``COLUMNS``: wide enough for every table's columns."""
-    made = Console(highlight=False, soft_wrap=True, **options)
-    if not made.is_terminal and not os.environ.get("COLUMNS"):
-        made.width = PIPED_WIDTH
-    return made
-
-
-console = _console()
-err_console = _console(stderr=True)
-
-
-# -- formatting ------------------------------------------------------------------------------
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
 def processor_state(info: ProcessorInfo, now: float | None = None) -> str:
@@ -72,37 +33,6 @@ def processor_state(info: ProcessorInfo, now: float | None = None) -> str:
     if info.breaker != BREAKER_CLOSED:
         states.append(f"breaker {info.breaker.replace('_', '-')}")
     return ", ".join(states) or "live"
-
-
-def printable(value: object) -> str:
-    """``value`` as text with control characters shown as escapes: dead letters and results hold
-    whatever was written to a stream, and ``\x1b[2J`` would clear the operator's terminal."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
-
-def plain(value: object) -> str:
-    """:func:`printable`, with rich markup escaped too (a field named ``[/]`` made rich raise MarkupError)."""
-    return escape(printable(value))
-
-
-def print_json(value: Any) -> None:
-    """JSON on stdout as is (never wrapped or marked up)."""
-    click.echo(json.dumps(value, indent=2, default=str))
-
-
-@contextlib.contextmanager
-def until_interrupted() -> Iterator[None]:
-    """Run a long-lived view until Ctrl-C or SIGTERM, then end normally (exit code 0)."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def processors_table(
@@ -232,182 +162,3 @@ def queues(obj: CliContext, as_json: bool) -> None:
         console.print(queues_table(snapshot.queues))
     if snapshot.parked:
         console.print(parked_table(snapshot.parked))
-
-
-# -- top -------------------------------------------------------------------------------------
-@click.command()
-@click.option(
-    "--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05), help="Seconds between refreshes."
-)
-@click.option(
-    "--iterations",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Refreshes, then exit (0: until Ctrl-C).",
-)
-@click.option("--once", is_flag=True, help="Print one snapshot and exit.")
-@click.pass_obj
-def top(obj: CliContext, interval: float, iterations: int, once: bool) -> None:
-    """A live view of processors (frames/s, latency, in flight) and queues (backlog, pending, dead letters)."""
-    client = obj.client()
-    snapshot = take_snapshot(client, obj.namespace)
-    if once:
-        console.print(_top_view(obj, snapshot))
-        return
-    with until_interrupted(), Live(_top_view(obj, snapshot), console=console, auto_refresh=False) as live:
-        shown = 1
-        while not iterations or shown < iterations:
-            time.sleep(interval)  # the refresh period, not a wait for anything
-            live.update(_top_view(obj, take_snapshot(client, obj.namespace)), refresh=True)
-            shown += 1
-    if not console.is_terminal:
-        console.line()
-
-
-def _top_view(obj: CliContext, snapshot: PipelineSnapshot) -> Group:
-    rates = processing_rates(snapshot)
-    dead = sum(1 for info in snapshot.processors if not info.alive)
-    stale = sum(1 for info in snapshot.processors if info.is_stale(snapshot.at))
-    header = (
-        f"[bold]frameflow top[/]  {obj.masked_url}  {datetime.fromtimestamp(snapshot.at):%H:%M:%S}  "
-        f"processors: {len(snapshot.processors) - dead - stale} live, {stale} stale, {dead} dead  "
-        f"frames/s: {sum(rates.values()):.1f}  backlog: {sum(q.backlog for q in snapshot.queues)}  "
-        f"dead letters: {sum(q.dead_letters for q in snapshot.queues)}"
-    )
-    parts: list[Any] = [header, processors_table(snapshot.processors, rates), queues_table(snapshot.queues)]
-    if snapshot.parked:
-        parts.append(parked_table(snapshot.parked))
-    return Group(*parts)
-
-
-# -- results ---------------------------------------------------------------------------------
-@click.command()
-@click.argument("streams", nargs=-1, required=True)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing results as they arrive, until Ctrl-C.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option(
-    "--last",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Recent results to print first, per stream.",
-)
-@click.option(
-    "--limit",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Exit after this many results (0: no limit).",
-)
-@click.pass_obj
-def results(obj: CliContext, streams: tuple[str, ...], follow: bool, as_json: bool, last: int, limit: int) -> None:
-    """Print results from result STREAMs (e.g. samples:processed), the recent ones then, with --follow, new ones.
-
-    Reading does not consume: it uses plain XREAD, so it never takes a result
-    from the consumer groups of the services that act on them.
-    """
-    client = obj.client()
-    seen: list[dict[str, str]] = []
-    skipped = 0
-    with until_interrupted():
-        for stream, entry_id, raw in _read_results(client, list(streams), follow, last):
-            problem = result_problem(raw)
-            if problem is not None:  # anything can be written to a stream: say so and go on
-                skipped += 1
-                err_console.print(f"skipped entry {entry_id} of {plain(stream)}: {plain(problem)}")
-                continue
-            fields = _text(raw)
-            seen.append(fields)
-            if as_json:
-                click.echo(json.dumps({"stream": stream, "id": entry_id, **typed(fields)}))
-            else:
-                click.echo(_result_line(stream, entry_id, fields))
-            if limit and len(seen) >= limit:
-                break
-    if not as_json:
-        console.print(plain(_results_summary(seen, streams)))
-    if skipped:
-        err_console.print(f"skipped {skipped} malformed result entries")
-
-
-def _read_results(
-    client: redis.Redis, streams: list[str], follow: bool, last: int
-) -> Iterator[tuple[str, str, dict[bytes, bytes]]]:
-    cursors: dict[str, str] = {}
-    for stream in streams:
-        recent = list(reversed(client.xrevrange(stream, count=last))) if last else []
-        for entry_id, fields in recent:
-            yield stream, entry_id.decode(), fields
-        # From the newest entry seen (or the stream's start), so nothing added meanwhile is missed.
-        cursors[stream] = recent[-1][0].decode() if recent else _last_id(client, stream)
-    while follow:
-        for stream_name, entries in client.xread(cursors, block=1000) or []:
-            stream = stream_name.decode()
-            for entry_id, fields in entries:
-                cursors[stream] = entry_id.decode()
-                yield stream, cursors[stream], fields
-
-
-def _last_id(client: redis.Redis, stream: str) -> str:
-    newest = client.xrevrange(stream, count=1)
-    return newest[0][0].decode() if newest else "0-0"
-
-
-def _text(fields: dict[bytes, bytes]) -> dict[str, str]:
-    return {name.decode(): value.decode() for name, value in fields.items()}  # result_problem checked UTF-8
-
-
-#: Result fields that stay text in ``results --json`` whatever they look like (ids, times).
-TEXT_FIELDS = frozenset(("frame_id", "camera_id", "processor_id", "timestamp", "captured_at"))
-
-_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-
-
-def typed(fields: dict[str, str]) -> dict[str, Any]:
-    """A result's fields with the types its processor returned: a result entry is flat text
-    (numbers as digits, nested values and booleans as JSON), so numbers become numbers, JSON
-    objects, lists, ``true``/``false``/``null`` their values; ids and times stay text."""
-    return {name: value if name in TEXT_FIELDS else _typed_value(value) for name, value in fields.items()}
-
-
-def _typed_value(text: str) -> Any:
-    if text[:1] in ("{", "[") or text in ("true", "false", "null") or _JSON_NUMBER.fullmatch(text):
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-    return text
-
-
-def _result_line(stream: str, entry_id: str, fields: dict[str, str]) -> str:
-    try:
-        when = datetime.fromisoformat(fields["timestamp"]).astimezone()
-    except (KeyError, ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to local time
-        when = datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1000)
-    extra = " ".join(f"{name}={value}" for name, value in fields.items() if name not in RESULT_FIELDS)
-    return printable(
-        f"{when:%H:%M:%S}.{when.microsecond // 1000:03d}  {stream}  {fields.get('processor_id', '-')}  "
-        f"camera={fields.get('camera_id', '-')}  frame={fields.get('frame_id', '-')}  "
-        f"latency={fields.get('latency_ms', '-')}ms  {extra}"
-    ).rstrip()
-
-
-def _results_summary(seen: list[dict[str, str]], streams: tuple[str, ...]) -> str:
-    if not seen:
-        return f"no results on {', '.join(streams)}"
-    latencies = sorted(float(fields["latency_ms"]) for fields in seen if _is_number(fields.get("latency_ms")))
-    by_processor = Counter(fields.get("processor_id", "-") for fields in seen)
-    text = f"{len(seen)} result(s) from " + ", ".join(f"{name} {count}" for name, count in sorted(by_processor.items()))
-    if latencies:
-        p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
-        text += f"; processing latency p50 {statistics.median(latencies):.1f} ms, p95 {p95:.1f} ms"
-    return text
-
-
-def _is_number(value: str | None) -> bool:
-    try:
-        float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -1,11 +1,12 @@
 """The ``frameflow`` command line: the group, its error handling, and the commands that run processes.
 
 Each other command has a module of its own in this folder: the read-only views
-(``processors``, ``queues``, ``top``, ``results``) in :mod:`~pipeline.tools.cli.inspect`,
+``processors`` and ``queues`` in :mod:`~pipeline.tools.cli.inspect`, ``top`` in
+:mod:`~pipeline.tools.cli.top` and ``results`` in :mod:`~pipeline.tools.cli.results`,
 dead letters in :mod:`~pipeline.tools.cli.dlq`, taking a processor out of rotation
 (``drain``, ``deregister``) in :mod:`~pipeline.tools.cli.drain`, sending frames in
 :mod:`~pipeline.tools.cli.enqueue`, models in :mod:`~pipeline.tools.cli.models`.
-The shared context is :mod:`~pipeline.tools.cli.context`.
+The shared context is :mod:`~pipeline.tools.cli.context`, the consoles :mod:`~pipeline.tools.cli.output`.
 
 Errors a person can act on (Redis unreachable, an unknown processor or queue, a
 bad source) are :class:`~pipeline.errors.FrameflowError`\\ s or Redis errors; the
@@ -43,8 +44,11 @@ from .dlq import dlq
 from .drain import deregister, drain
 from .enqueue import enqueue
 from .ingest import ingest
-from .inspect import console, processors, queues, results, top
+from .inspect import processors, queues
 from .models import models
+from .output import console
+from .results import results
+from .top import top
 
 
 class FrameflowGroup(click.Group):
