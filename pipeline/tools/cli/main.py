@@ -157,7 +157,7 @@ def redis_status() -> None:
     """Show the shared embedded Redis (its URL, who started it, its users)."""
     record = running_shared_redis()
     if record is None:
-        console.print(f"no shared embedded Redis runs (runtime folder {Settings.from_env().runtime_dir})")
+        _say_no_shared_redis()
         return
     users = ", ".join(str(user.pid) for user in shared_redis_users()) or "none (stopping after the grace period)"
     console.print(
@@ -171,9 +171,13 @@ def redis_stop() -> None:
     """Stop the shared embedded Redis now; the processes using it lose it."""
     record = stop_shared_redis()
     if record is None:
-        console.print(f"no shared embedded Redis runs (runtime folder {Settings.from_env().runtime_dir})")
+        _say_no_shared_redis()
         return
     console.print(f"stopped the shared embedded Redis at {mask_url(record.url)} (started by pid {record.started_by})")
+
+
+def _say_no_shared_redis() -> None:
+    console.print(f"no shared embedded Redis runs (runtime folder {Settings.from_env().runtime_dir})")
 
 
 def _wait_for_clients_to_leave(url: str, timeout_s: float) -> None:
