@@ -10,7 +10,9 @@ this process (its beat is held through its registry object); Redis is a real ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -65,24 +67,31 @@ def _stays_deregistered(client: redis.Redis, processor_id: str, beat: HeldBeat) 
     holds_for(lambda: client.exists(key) == 0, 2.5 * INTERVAL_S, f"{key} deleted")
 
 
+@contextlib.contextmanager
+def _running_with_a_held_beat(
+    processor_id: str, redis_url: str, client: redis.Redis
+) -> Iterator[tuple[ProcessorClient, HeldBeat]]:
+    """A processor running in this process, once its next heartbeat began and is held; stopped after."""
+    processor = RecordingProcessor(processor_id, ["leaving"], redis_url, health_check_interval=INTERVAL_S)
+    with running(processor, client):
+        beat = HeldBeat(processor)
+        assert beat.started.wait(10), "no heartbeat began"
+        yield processor, beat
+
+
 def test_a_beat_in_progress_when_the_processor_stops_cannot_register_it_again(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    processor = RecordingProcessor("leaving-1", ["leaving"], redis_url, health_check_interval=INTERVAL_S)
-    with running(processor, redis_client):
-        beat = HeldBeat(processor)
-        assert beat.started.wait(10), "no heartbeat began"
-    # running() stopped the processor while the beat was held: stop() waits for it, then deregisters.
+    with _running_with_a_held_beat("leaving-1", redis_url, redis_client) as (_, beat):
+        pass  # the block ends at once: the processor stops while its beat is held
+    # stop() waited for the held beat, then deregistered.
     _stays_deregistered(redis_client, "leaving-1", beat)
 
 
 def test_a_beat_in_progress_during_unregister_cannot_register_the_processor_again(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    processor = RecordingProcessor("leaving-2", ["leaving"], redis_url, health_check_interval=INTERVAL_S)
-    with running(processor, redis_client):
-        beat = HeldBeat(processor)
-        assert beat.started.wait(10), "no heartbeat began"
+    with _running_with_a_held_beat("leaving-2", redis_url, redis_client) as (processor, beat):
         assert processor._loop is not None
         asyncio.run_coroutine_threadsafe(processor.unregister(), processor._loop).result(timeout=10)
         _stays_deregistered(redis_client, "leaving-2", beat)  # while heartbeats go on
