@@ -38,6 +38,7 @@ from pipeline.settings import Settings, mask_url
 from pipeline.streams.connection import wait_until_reachable
 from pipeline.streams.embedded import EmbeddedRedis
 
+from .cameras import cameras
 from .context import DEFAULT_REDIS_URL, CliContext
 from .dlq import dlq
 from .drain import deregister, drain
@@ -90,7 +91,7 @@ def main(context: click.Context, debug: bool, redis_url: str | None, wait_for_re
     context.call_on_close(context.obj.close)
 
 
-for command in (processors, queues, top, results, dlq, deregister, drain, enqueue, ingest):
+for command in (processors, queues, top, results, dlq, deregister, drain, enqueue, ingest, cameras):
     main.add_command(command)
 
 
