@@ -127,14 +127,16 @@ def jpeg(width: int = 320, height: int = 240, shade: int = 0) -> bytes:
 
 class HttpCamera:
     """``/mjpeg``: an endless ``multipart/x-mixed-replace`` stream of JPEGs (``fps`` a second, parts
-    with or without ``Content-Length``); ``/snapshot``: one JPEG, or HTTP 500 while :attr:`failures`
-    is above zero (each request uses one). Counts requests per path."""
+    with or without ``Content-Length``, nothing while :attr:`paused` is set); ``/snapshot``: one
+    JPEG, or HTTP 500 while :attr:`failures` is above zero (each request uses one). Counts requests
+    per path."""
 
     def __init__(self, fps: float = 20, *, content_length: bool = True) -> None:
         self.fps, self.content_length = fps, content_length
         self.failures = 0
         self.requests: dict[str, int] = {}
         self.stopping = threading.Event()
+        self.paused = threading.Event()  #: set: the stream stays open and sends nothing
         self.lock = threading.Lock()
         camera = self
 
@@ -148,7 +150,7 @@ class HttpCamera:
                 if failing:
                     self.send_error(500, "camera busy")
                 elif self.path == "/snapshot":
-                    self._answer("image/jpeg", jpeg(shade=camera.requests["/snapshot"]))
+                    self._answer("image/jpeg", jpeg(shade=camera.requests["/snapshot"] * 37))
                 elif self.path == "/mjpeg":
                     self._stream()
                 else:
@@ -168,7 +170,9 @@ class HttpCamera:
                 index = 0
                 with contextlib.suppress(OSError):
                     while not camera.stopping.wait(1 / camera.fps):
-                        body = jpeg(shade=index)
+                        if camera.paused.is_set():
+                            continue
+                        body = jpeg(shade=index * 37)
                         length = f"Content-Length: {len(body)}\r\n" if camera.content_length else ""
                         self.wfile.write(f"--frame\r\nContent-Type: image/jpeg\r\n{length}\r\n".encode())
                         self.wfile.write(body + b"\r\n")

@@ -45,15 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.credentials:
         user, _, password = args.credentials.partition(":")
         auth = GstRtspServer.RTSPAuth()
-        token = GstRtspServer.RTSPToken.new(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, str, user)
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, user)
         auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
         server.set_auth(auth)
         permissions = GstRtspServer.RTSPPermissions()
-        permissions.add_role_from_structure(
-            Gst.Structure.new_from_string(
-                f"{user}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
-            )
-        )
+        for permission in (
+            GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS,
+            GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT,
+        ):
+            permissions.add_permission_for_role(user, permission, True)
         factory.set_permissions(permissions)
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:

@@ -61,7 +61,7 @@ class Feed:
         captured = self.slot.take()
         if captured is None:
             return None
-        self.next_turn = max(self.next_turn + self.period_s, now)
+        self.next_turn = max(self.next_turn, now) + self.period_s
         if captured.age_s() > self.camera.max_age:
             self.status.skip(STALE)
             return None

@@ -54,6 +54,8 @@ def cameras_table(states: list[dict[str, Any]]) -> Table:
             continue
         if state.get("connected"):
             condition = "[green]connected[/]"
+        elif not state.get("frames_in") and not state.get("last_error"):
+            condition = "connecting"
         else:
             condition = f"[yellow]reconnecting {age(state.get('down_for_s'))}[/]"
             if state.get("last_error"):
