@@ -1,4 +1,4 @@
-"""``frameflow cameras run|check`` as real processes, and ``frameflow cameras``, the operator's view."""
+"""``frameflow cameras run|check`` as real processes; ``frameflow cameras`` and ``top``, the operator's view."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def test_cameras_run_publishes_every_camera_reports_its_state_and_metrics_and_st
             lambda: redis_client.hget("frameflow:camera:cam-b", "connected") == b"true", 10, "cam-b's state in Redis"
         )
         view = frameflow(redis_url, "cameras")
+        top = frameflow(redis_url, "top", "--once")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         exit_code = process.stop()
@@ -57,6 +58,7 @@ def test_cameras_run_publishes_every_camera_reports_its_state_and_metrics_and_st
     row = table_row(view.output, "cam-a")
     assert "connected" in row[1] and row[-1] == "synthetic", view.output
     assert "cam-off" not in view.output
+    assert "connected" in table_row(top.output, "cam-b")[1], top.output
     assert 'frameflow_camera_frames_published_total{camera="cam-a"}' in metrics
     assert 'frameflow_camera_connected{camera="cam-b"} 1.0' in metrics
     assert redis_client.pttl("frameflow:camera:cam-a") <= 1500  # three state intervals

@@ -264,8 +264,7 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
     assert commands["redis"] == ["frameflow", "redis", "--port", settings["REDIS_PORT"]]
     assert commands["scheduler"][-1] == "scheduler"
     assert commands["sample"][-2:] == ["worker", "workers.sample"]
-    camera = commands["camera"]
-    assert camera[camera.index("--source") + 1] == "synthetic" and "enqueue" in camera
+    assert commands["cameras"][3:] == ["cameras", "run", "cameras.yml"]  # the example file: a synthetic camera
     assert commands["results"][3:6] == ["results", "samples:processed", "--follow"]
     assert commands["ingest"][3:6] == ["ingest", "--stream", "frames:metadata"]
     # Everyone reaches the Procfile's Redis: .env names it and empties a REDIS_URL from the shell.
@@ -291,7 +290,7 @@ def compose() -> dict:
 def test_compose_file_has_the_whole_deployment(compose) -> None:
     services = compose["services"]
     assert set(services) == {
-        "redis", "scheduler", "sample-worker", "camera", "results", "ingest", "otel-collector", "prometheus",
+        "redis", "scheduler", "sample-worker", "cameras", "results", "ingest", "otel-collector", "prometheus",
         "grafana", "mosquitto", "mqtt",
     }  # fmt: skip
     redis_command = services["redis"]["command"]
@@ -299,7 +298,7 @@ def test_compose_file_has_the_whole_deployment(compose) -> None:
     assert _option(redis_command, "--appendonly") == "yes"
     assert _option(redis_command, "--maxmemory-policy") == "noeviction"
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
-    for name in ("scheduler", "sample-worker", "camera", "results", "mqtt", "ingest"):
+    for name in ("scheduler", "sample-worker", "cameras", "results", "mqtt", "ingest"):
         service = services[name]
         assert service["image"] == "frameflow:latest" and service["build"]["dockerfile"] == "compose/Dockerfile"
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
@@ -317,7 +316,7 @@ def test_compose_services_run_commands_the_image_has(compose) -> None:
     dockerfile = (COMPOSE / "Dockerfile").read_text()
     for package in IMAGE_PACKAGES:
         assert f"COPY {package} ./{package}" in dockerfile
-    assert "pip install '.[otlp,mqtt]'" in dockerfile
+    assert "pip install '.[otlp,mqtt,video]'" in dockerfile
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     assert "frameflow = pipeline.tools.cli:main" in setup["options.entry_points"]["console_scripts"]

@@ -82,7 +82,7 @@ def load_cameras(path: str) -> list[CameraConfig]:
     try:
         import yaml
     except ImportError:
-        raise CameraConfigError("a cameras file needs PyYAML: pip install 'frameflow[cameras]'") from None
+        raise CameraConfigError("a cameras file needs PyYAML, which is not installed: pip install PyYAML") from None
     try:
         with open(path, encoding="utf-8") as file:
             data = yaml.safe_load(file)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -19,7 +19,7 @@ from pipeline.cameras.config import load_cameras
 from pipeline.cameras.state import CameraStateStore
 from pipeline.settings import Settings
 
-from .inspect import age, console, plain, print_json
+from .inspect import cameras_table, console, plain, print_json
 
 if TYPE_CHECKING:
     from pipeline.cameras.probe import ProbeResult
@@ -42,37 +42,6 @@ def cameras(context: click.Context, as_json: bool) -> None:
         console.print("no camera has reported yet (start one: frameflow cameras run cameras.yml)")
     else:
         console.print(cameras_table(states))
-
-
-def cameras_table(states: list[dict[str, Any]]) -> Table:
-    table = Table(title="cameras")
-    for column in ("camera", "state", "last frame", "fps in", "fps out", "skipped", "reconnects", "last gap", "url"):
-        table.add_column(column, justify="right" if column.startswith(("fps", "reconnects")) else "left")
-    for state in states:
-        if state.get("gone"):
-            table.add_row(plain(state["camera_id"]), "[red]gone[/]", *["-"] * 7)
-            continue
-        if state.get("connected"):
-            condition = "[green]connected[/]"
-        elif not state.get("frames_in") and not state.get("last_error"):
-            condition = "connecting"
-        else:
-            condition = f"[yellow]reconnecting {age(state.get('down_for_s'))}[/]"
-            if state.get("last_error"):
-                condition += f" ({plain(state['last_error'])})"
-        skipped = state.get("skipped") or {}
-        table.add_row(
-            plain(state["camera_id"]),
-            condition,
-            age(state.get("last_frame_age_s")),
-            f"{state.get('fps_in', 0):.1f}",
-            f"{state.get('fps_out', 0):.1f}",
-            ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())) or "0",
-            str(state.get("reconnects", 0)),
-            f"{state.get('last_gap_s', 0):.1f}s" if state.get("last_gap_s") else "-",
-            plain(state.get("url", "")),
-        )
-    return table
 
 
 @cameras.command("run")

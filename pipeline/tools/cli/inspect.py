@@ -1,4 +1,4 @@
-"""The CLI's read-only views: ``processors``, ``queues``, ``top``, ``results``, and how they print."""
+"""The CLI's read-only views: ``processors``, ``queues``, ``top``, ``results``, and how they (and the cameras) print."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cameras.state import CameraStateStore
 from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import RESULT_FIELDS, result_problem
 from pipeline.tools.overview import ParkedSnapshot, PipelineSnapshot, QueueSnapshot, processing_rates, take_snapshot
@@ -204,6 +205,38 @@ def queues(obj: CliContext, as_json: bool) -> None:
         console.print(parked_table(snapshot.parked))
 
 
+def cameras_table(states: list[dict[str, Any]]) -> Table:
+    """The cameras' state as ``frameflow cameras run`` writes it (``frameflow cameras``, ``frameflow top``)."""
+    table = Table(title="cameras")
+    for column in ("camera", "state", "last frame", "fps in", "fps out", "skipped", "reconnects", "last gap", "url"):
+        table.add_column(column, justify="right" if column.startswith(("fps", "reconnects")) else "left")
+    for state in states:
+        if state.get("gone"):
+            table.add_row(plain(state["camera_id"]), "[red]gone[/]", *["-"] * 7)
+            continue
+        if state.get("connected"):
+            condition = "[green]connected[/]"
+        elif not state.get("frames_in") and not state.get("last_error"):
+            condition = "connecting"
+        else:
+            condition = f"[yellow]reconnecting {age(state.get('down_for_s'))}[/]"
+            if state.get("last_error"):
+                condition += f" ({plain(state['last_error'])})"
+        skipped = state.get("skipped") or {}
+        table.add_row(
+            plain(state["camera_id"]),
+            condition,
+            age(state.get("last_frame_age_s")),
+            f"{state.get('fps_in', 0):.1f}",
+            f"{state.get('fps_out', 0):.1f}",
+            ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())) or "0",
+            str(state.get("reconnects", 0)),
+            f"{state.get('last_gap_s', 0):.1f}s" if state.get("last_gap_s") else "-",
+            plain(state.get("url", "")),
+        )
+    return table
+
+
 # -- top -------------------------------------------------------------------------------------
 @click.command()
 @click.option(
@@ -248,6 +281,9 @@ def _top_view(obj: CliContext, previous: PipelineSnapshot | None, current: Pipel
     parts: list[Any] = [header, processors_table(current.processors, rates), queues_table(current.queues)]
     if current.parked:
         parts.append(parked_table(current.parked))
+    cameras = CameraStateStore(obj.client(), obj.namespace).read()
+    if cameras:
+        parts.append(cameras_table(cameras))
     return Group(*parts)
 
 
