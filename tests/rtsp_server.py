@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--gop", type=int, default=30, help="frames from one key frame to the next")
+    parser.add_argument("--pattern", default="ball", help="videotestsrc's pattern (ball: a ball on black)")
+    parser.add_argument("--motion", type=int, default=0, help="pixels the pattern moves each frame")
     parser.add_argument("--credentials", metavar="USER:PASSWORD", help="require Basic authentication")
     args = parser.parse_args(argv)
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(
-        f"( videotestsrc is-live=true pattern=ball "
+        f"( videotestsrc is-live=true pattern={args.pattern} horizontal-speed={args.motion} "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.gop} "
         f"! rtph264pay name=pay0 pt=96 config-interval=1 )"
