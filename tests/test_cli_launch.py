@@ -264,7 +264,8 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
     assert commands["redis"] == ["frameflow", "redis", "--port", settings["REDIS_PORT"]]
     assert commands["scheduler"][-1] == "scheduler"
     assert commands["sample"][-2:] == ["worker", "workers.sample"]
-    assert commands["cameras"][3:] == ["cameras", "run", "cameras.yml"]  # the example file: a synthetic camera
+    # The example file (a synthetic camera), at the file's fps unless CAMERA_FPS says otherwise.
+    assert commands["cameras"][3:] == ["cameras", "run", "cameras.yml", "--fps", "0"]
     assert commands["results"][3:6] == ["results", "samples:processed", "--follow"]
     assert commands["ingest"][3:6] == ["ingest", "--stream", "frames:metadata"]
     # Everyone reaches the Procfile's Redis: .env names it and empties a REDIS_URL from the shell.

@@ -7,6 +7,7 @@ SIGINT or SIGTERM; ``check`` validates the file and probes each camera once. The
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -59,15 +60,22 @@ def cameras(context: click.Context, as_json: bool) -> None:
     type=click.FloatRange(min=0.1),
     help="Seconds between writes of the cameras' state to Redis (its TTL is three of them).",
 )
+@click.option(
+    "--fps",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1000),
+    help="Every camera's fps cap, in place of the file's (0: the file's).",
+)
 @click.pass_obj
-def run(obj: CliContext, path: str, metrics_port: int | None, state_interval: float) -> None:
+def run(obj: CliContext, path: str, metrics_port: int | None, state_interval: float, fps: float) -> None:
     """Read every enabled camera of FILE and publish their frames, until SIGINT or SIGTERM."""
     from pipeline.cameras.metrics import camera_registry
     from pipeline.cameras.runner import CameraRunner
     from pipeline.processes.health import HealthServer
     from pipeline.processes.producer import FrameProducer
 
-    enabled = [camera for camera in load_cameras(path) if camera.enabled]
+    enabled = [dataclasses.replace(camera, fps=fps or camera.fps) for camera in load_cameras(path) if camera.enabled]
     if not enabled:
         raise click.ClickException(f"cameras file {path}: no enabled camera")
     if not obj.debug:
