@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -61,6 +62,11 @@ def runner_for(url: str, redis_url: str, **camera: object) -> CameraRunner:
     config = camera_from_dict({"id": "door", "url": url, "capabilities": ["look"], "stall_timeout": 2, **camera})
     producer = FrameProducer(redis_url)
     return CameraRunner([config], producer, backoff=lambda: Backoff(0.1, 0.5))
+
+
+def rss() -> int:
+    """This process's resident memory, in bytes."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def enqueued_after(entry_id: bytes) -> float:
@@ -132,12 +138,15 @@ def test_a_30_fps_camera_capped_at_5_fps_publishes_5_fps_and_counts_every_skippe
     with rtsp_server(tmp_path, fps=30) as server, publishing(runner_for(server.url, redis_url, fps=5)) as runner:
         status = runner.statuses[0]
         wait_until(lambda: status.frames_out >= 2, 20, "the first frames")
-        start, start_entries = time.monotonic(), len(queue_entries(redis_client, "viewer-1"))
+        start, start_entries, start_memory = time.monotonic(), len(queue_entries(redis_client, "viewer-1")), rss()
         wait_until(lambda: time.monotonic() - start >= 3, 5, "three seconds")
         published_fps = (len(queue_entries(redis_client, "viewer-1")) - start_entries) / (time.monotonic() - start)
+        growth = rss() - start_memory
         frames_in, frames_out, _, skipped = status.totals()
         metrics = generate_latest(camera_registry(runner.statuses)).decode()
     assert 4.0 <= published_fps <= 5.5, published_fps
+    # Flat memory: the ~75 frames skipped in the window (115 KB each decoded) would be ~8 MB if queued.
+    assert growth < 3_000_000, f"memory grew by {growth:,} bytes in 3 s"
     assert frames_in >= 5 * frames_out  # the camera's 30 fps, of which 5 published
     # Nothing queued in memory: every frame received is published, counted skipped, or the one in the slot.
     assert frames_in - frames_out - sum(skipped.values()) in (0, 1), (frames_in, frames_out, skipped)
