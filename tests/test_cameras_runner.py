@@ -1,17 +1,28 @@
 """The publisher's rules, frame by frame: the newest frame only, nothing older than ``max_age``,
-strictly increasing capture times, the camera's size and quality."""
+strictly increasing capture times, the camera's size and quality; and a Redis that goes away."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pipeline.cameras.backoff import Backoff
 from pipeline.cameras.captured import Captured
 from pipeline.cameras.config import camera_from_dict
 from pipeline.cameras.latest import LatestSlot
-from pipeline.cameras.runner import Feed
+from pipeline.cameras.runner import CameraRunner, Feed
+from pipeline.processes.producer import FrameProducer
+from pipeline.streams.embedded import EmbeddedRedis
 from tests.cameras import jpeg
+from tests.polling import wait_until
 
 
 def feed(**camera: object) -> Feed:
@@ -72,3 +83,34 @@ def test_the_slot_keeps_one_item_and_counts_each_replaced_one() -> None:
         slot.put(item)
     assert slot.take() == 4 and slot.take() is None
     assert skipped == ["fps_cap"] * 4
+
+
+def test_redis_going_away_is_one_line_and_counted_frames_and_publishing_resumes_when_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline.cameras")
+    server = EmbeddedRedis(data_dir=str(tmp_path)).start()
+    config = camera_from_dict({"id": "door", "url": "synthetic", "capabilities": ["x"], "fps": 20})
+    # No retries in the client: each round fails at once while Redis is away (redis-py's default retries
+    # take about 5 s a round, which the runner survives the same way, only slower).
+    producer = FrameProducer(redis_client=redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0)))
+    runner = CameraRunner([config], producer)
+    status = runner.statuses[0]
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: status.frames_out >= 2, 20, "the first frames")
+        server.stop()
+        wait_until(lambda: status.skipped["redis"] >= 3, 30, "frames skipped while Redis is away")
+        server.start()
+        published = status.frames_out
+        wait_until(lambda: status.frames_out >= published + 2, 30, "publishing after Redis is back")
+    finally:
+        runner.stop()
+        thread.join(10)
+        producer.close()
+        server.stop()
+    assert not thread.is_alive()
+    lines = [record.getMessage() for record in caplog.records if "Redis" in record.getMessage()]
+    assert len([line for line in lines if "skipped and counted until it answers" in line]) == 1, lines
+    assert any("Redis answers again" in line for line in lines), lines

@@ -109,6 +109,7 @@ class CameraRunner:
         self.feeds = [Feed(camera, backoff) for camera in cameras if camera.enabled]
         self.producer, self.state, self.state_interval_s = producer, state, state_interval_s
         self.stopping = threading.Event()
+        self.redis_down = False
 
     @property
     def statuses(self) -> list[CameraStatus]:
@@ -148,10 +149,11 @@ class CameraRunner:
                 self._publish_one(feed, frame)
             return
         except redis.RedisError as error:
-            logger.warning("cameras: cannot publish %d frame(s): Redis: %s", len(batch), error)
+            self._redis_failed(error, f"{len(batch)} frame(s) skipped")
             for feed, _ in batch:
                 feed.status.skip(REDIS_DOWN)
             return
+        self._redis_answered()
         for feed, _ in batch:
             feed.status.frame_out()
 
@@ -162,14 +164,25 @@ class CameraRunner:
             logger.warning("camera %s: frame refused: %s", feed.camera.id, error)
             feed.status.skip(REJECTED)
         except redis.RedisError as error:
-            logger.warning("camera %s: cannot publish: Redis: %s", feed.camera.id, error)
+            self._redis_failed(error, "a frame skipped")
             feed.status.skip(REDIS_DOWN)
         else:
             feed.status.frame_out()
+
+    def _redis_failed(self, error: redis.RedisError, what: str) -> None:
+        """One line when Redis stops answering, not one per frame: the frames are counted (``redis``)."""
+        if not self.redis_down:
+            logger.warning("cameras: Redis: %s; %s, and frames are skipped and counted until it answers", error, what)
+        self.redis_down = True
+
+    def _redis_answered(self) -> None:
+        if self.redis_down:
+            logger.info("cameras: Redis answers again; publishing")
+        self.redis_down = False
 
     def _write_state(self) -> None:
         assert self.state is not None
         try:
             self.state.write([status.snapshot() for status in self.statuses], ttl_s=3 * self.state_interval_s)
         except redis.RedisError as error:
-            logger.warning("cameras: cannot write the cameras' state: Redis: %s", error)
+            self._redis_failed(error, "the cameras' state not written")
