@@ -1,8 +1,8 @@
 """A small processor for process-level tests: ``python -m tests.echo_processor ID CAPABILITY...``.
 
 It answers every frame with ``{"echo": <frame_id>}`` after ``ECHO_DELAY_S`` seconds
-(default 0.02) on the ``echo:results`` stream, heartbeating every 0.5 s. ``ECHO_CAPACITY``
-(2) sets its capacity, ``ECHO_QUEUE_BOUND`` (100; 0: unbounded) its queue bound.
+(default 0.02) on the ``echo:results`` stream, heartbeating every ``ECHO_HEARTBEAT_S`` (0.5) s.
+``ECHO_CAPACITY`` (2) sets its capacity, ``ECHO_QUEUE_BOUND`` (100; 0: unbounded) its queue bound.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
         orchestrator_url="unused",
         capacity=int(os.environ.get("ECHO_CAPACITY", "2")),
         result_stream="echo:results",
-        health_check_interval=0.5,
+        health_check_interval=float(os.environ.get("ECHO_HEARTBEAT_S", "0.5")),
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     asyncio.run(processor.start())
