@@ -65,7 +65,8 @@ class RtspServer:
     def start(self) -> RtspServer:
         command = [SYSTEM_PYTHON, str(ROOT / "tests" / "rtsp_server.py"), "--port", str(self.port)]
         for name, value in self.options.items():
-            command += [f"--{name}", str(value)]
+            flag = f"--{name.replace('_', '-')}"
+            command += [flag] if value is True else [flag, str(value)]
         if self.credentials:
             command += ["--credentials", self.credentials]
         with open(self.log_path, "ab") as log:

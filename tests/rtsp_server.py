@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gop", type=int, default=30, help="frames from one key frame to the next")
     parser.add_argument("--pattern", default="ball", help="videotestsrc's pattern (ball: a ball on black)")
     parser.add_argument("--motion", type=int, default=0, help="pixels the pattern moves each frame")
+    parser.add_argument("--tcp-only", action="store_true", help="refuse RTP over UDP")
     parser.add_argument("--credentials", metavar="USER:PASSWORD", help="require Basic authentication")
     args = parser.parse_args(argv)
 
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         f"! rtph264pay name=pay0 pt=96 config-interval=1 )"
     )
     factory.set_shared(True)
+    if args.tcp_only:
+        gi.require_version("GstRtsp", "1.0")
+        from gi.repository import GstRtsp
+
+        factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
     if args.credentials:
         user, _, password = args.credentials.partition(":")
         auth = GstRtspServer.RTSPAuth()

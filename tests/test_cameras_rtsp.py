@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 
 from pipeline.cameras.backoff import Backoff
 from pipeline.cameras.config import camera_from_dict
-from pipeline.cameras.errors import CameraStalled
+from pipeline.cameras.errors import CameraStalled, CameraUnavailable
 from pipeline.cameras.metrics import camera_registry
 from pipeline.cameras.rtsp import rtsp_frames
 from pipeline.cameras.runner import CameraRunner
@@ -185,3 +185,13 @@ def test_enqueue_sends_the_newest_frames_of_an_rtsp_camera_and_masks_its_passwor
         (b"320", b"240", b"jpeg")
     ] * 3
     assert "s3cret-pw" not in result.output and "viewer:***@" in result.output
+
+
+def test_the_transport_is_tcp_by_default_and_udp_when_asked(tmp_path: Path) -> None:
+    with rtsp_server(tmp_path, tcp_only=True) as server:
+        frames = rtsp_frames(server.url, open_timeout_s=10, stall_timeout_s=2)
+        first = [frame for _, frame in zip(range(3), frames, strict=False)]
+        frames.close()
+        with pytest.raises(CameraUnavailable):  # this server refuses RTP over UDP
+            next(rtsp_frames(server.url, transport="udp", open_timeout_s=5, stall_timeout_s=2))
+    assert [(frame.codec, frame.width, frame.height) for frame in first] == [("h264", 320, 240)] * 3
