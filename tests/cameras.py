@@ -129,8 +129,8 @@ def jpeg(width: int = 320, height: int = 240, shade: int = 0) -> bytes:
 class HttpCamera:
     """``/mjpeg``: an endless ``multipart/x-mixed-replace`` stream of JPEGs (``fps`` a second, parts
     with or without ``Content-Length``, nothing while :attr:`paused` is set); ``/snapshot``: one
-    JPEG, or HTTP 500 while :attr:`failures` is above zero (each request uses one). Counts requests
-    per path."""
+    JPEG, or HTTP 500 while :attr:`failures` is above zero (each request uses one);
+    ``/redirect?to=URL``: a 302 to URL. Counts requests per path."""
 
     def __init__(self, fps: float = 20, *, content_length: bool = True) -> None:
         self.fps, self.content_length = fps, content_length
@@ -154,6 +154,11 @@ class HttpCamera:
                     self._answer("image/jpeg", jpeg(shade=camera.requests["/snapshot"] * 37))
                 elif self.path == "/mjpeg":
                     self._stream()
+                elif self.path.startswith("/redirect?to="):
+                    self.send_response(302)
+                    self.send_header("Location", self.path.partition("=")[2])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 else:
                     self.send_error(404)
 

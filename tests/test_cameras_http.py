@@ -72,3 +72,15 @@ def test_an_http_error_names_the_url_without_its_password() -> None:
             next(http_frames(url, fps=1, stall_timeout_s=2))
     assert "HTTP 500" in str(raised.value) and "admin:***@" in str(raised.value)
     assert "pa55word" not in str(raised.value)
+
+
+def test_a_redirect_is_followed_on_the_cameras_host_and_refused_to_another_one() -> None:
+    with HttpCamera() as camera, HttpCamera() as elsewhere:
+        same_host = camera.url("/redirect?to=/snapshot").replace("http://", "http://admin:pa55word@")
+        assert next(http_frames(same_host, fps=1, stall_timeout_s=2)).jpeg is not None
+        other_host = camera.url(f"/redirect?to={elsewhere.url('/snapshot')}").replace(
+            "http://", "http://admin:pa55word@"
+        )
+        with pytest.raises(CameraUnavailable, match="HTTP 302"):
+            next(http_frames(other_host, fps=1, stall_timeout_s=2))
+    assert camera.requests["/snapshot"] == 1 and "/snapshot" not in elsewhere.requests  # no credentials went there

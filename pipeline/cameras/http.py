@@ -3,8 +3,9 @@
 One URL serves both kinds: the answer's content type says which. A stream's parts are read as they
 come; a snapshot URL is asked again at the camera's fps. Credentials in the URL
 (``http://user:password@host/...``) go out as Basic authentication, never in a message: every
-message names the URL masked. The socket's timeout is the stall timeout (for connecting too), so a
-camera that keeps the connection open and sends nothing is detected like one that hangs up.
+message names the URL masked, and redirects are followed on the camera's own host only. The
+socket's timeout is the stall timeout (for connecting too), so a camera that keeps the connection
+open and sends nothing is detected like one that hangs up.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from email.message import Message
 from http.client import HTTPException, HTTPResponse
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pipeline.settings import mask_url
@@ -56,6 +58,21 @@ def http_frames(url: str, *, fps: float, stall_timeout_s: float = 10.0) -> Itera
         response.close()
 
 
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a camera's redirects on its own host only: the Basic credentials would go along to
+    any other host. Elsewhere the answer stays the redirect, reported as an HTTP error."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        if urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
+            return None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameHostRedirects)
+
+
 def _get(url: str, masked: str, timeout_s: float) -> HTTPResponse:
     parts = urlsplit(url)
     headers = {"User-Agent": "frameflow"}
@@ -65,7 +82,7 @@ def _get(url: str, masked: str, timeout_s: float) -> HTTPResponse:
         parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
     request = urllib.request.Request(urlunsplit(parts), headers=headers)
     try:
-        return urllib.request.urlopen(request, timeout=timeout_s)
+        return _OPENER.open(request, timeout=timeout_s)
     except urllib.error.HTTPError as error:
         error.close()
         raise CameraUnavailable(f"{masked}: HTTP {error.code} {error.reason}") from None
