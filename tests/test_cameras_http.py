@@ -79,7 +79,7 @@ def test_a_redirect_is_followed_on_the_cameras_host_and_refused_to_another_one()
         same_host = camera.url("/redirect?to=/snapshot").replace("http://", "http://admin:pa55word@")
         assert next(http_frames(same_host, fps=1, stall_timeout_s=2)).jpeg is not None
         other_host = camera.url(f"/redirect?to={elsewhere.url('/snapshot')}").replace(
-            "http://", "http://admin:pa55word@"
+            "http://", "http://admin:pa55word@", 1
         )
         with pytest.raises(CameraUnavailable, match="HTTP 302"):
             next(http_frames(other_host, fps=1, stall_timeout_s=2))
