@@ -130,7 +130,7 @@ class HttpCamera:
     """``/mjpeg``: an endless ``multipart/x-mixed-replace`` stream of JPEGs (``fps`` a second, parts
     with or without ``Content-Length``, nothing while :attr:`paused` is set); ``/snapshot``: one
     JPEG, or HTTP 500 while :attr:`failures` is above zero (each request uses one);
-    ``/redirect?to=URL``: a 302 to URL. Counts requests per path."""
+    ``/redirect?to=URL``: a 302 to URL. Counts requests per path (the query left out)."""
 
     def __init__(self, fps: float = 20, *, content_length: bool = True) -> None:
         self.fps, self.content_length = fps, content_length
@@ -144,19 +144,20 @@ class HttpCamera:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 with camera.lock:
-                    camera.requests[self.path] = camera.requests.get(self.path, 0) + 1
-                    failing = self.path == "/snapshot" and camera.failures > 0
+                    path, _, query = self.path.partition("?")
+                    camera.requests[path] = camera.requests.get(path, 0) + 1
+                    failing = path == "/snapshot" and camera.failures > 0
                     if failing:
                         camera.failures -= 1
                 if failing:
                     self.send_error(500, "camera busy")
-                elif self.path == "/snapshot":
+                elif path == "/snapshot":
                     self._answer("image/jpeg", jpeg(shade=camera.requests["/snapshot"] * 37))
-                elif self.path == "/mjpeg":
+                elif path == "/mjpeg":
                     self._stream()
-                elif self.path.startswith("/redirect?to="):
+                elif path == "/redirect" and query.startswith("to="):
                     self.send_response(302)
-                    self.send_header("Location", self.path.partition("=")[2])
+                    self.send_header("Location", query.removeprefix("to="))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 else:

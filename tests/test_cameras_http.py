@@ -84,3 +84,12 @@ def test_a_redirect_is_followed_on_the_cameras_host_and_refused_to_another_one()
         with pytest.raises(CameraUnavailable, match="HTTP 302"):
             next(http_frames(other_host, fps=1, stall_timeout_s=2))
     assert camera.requests["/snapshot"] == 1 and "/snapshot" not in elsewhere.requests  # no credentials went there
+
+
+def test_credentials_in_a_snapshot_urls_query_are_masked_in_errors() -> None:
+    with HttpCamera() as camera:
+        camera.failures = 1
+        url = camera.url("/snapshot") + "?user=admin&pwd=pa55word&channel=1"
+        with pytest.raises(CameraUnavailable) as raised:
+            next(http_frames(url, fps=1, stall_timeout_s=2))
+    assert "?user=admin&pwd=***&channel=1: HTTP 500" in str(raised.value)

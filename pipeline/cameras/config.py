@@ -27,9 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.settings import mask_url
-
 from .errors import CameraConfigError
+from .masking import mask_camera_url
 
 #: A camera id as frames carry it (the frame domain's rule).
 CAMERA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -67,7 +66,7 @@ class CameraConfig:
 
     @property
     def masked_url(self) -> str:
-        return mask_url(self.url)
+        return mask_camera_url(self.url)
 
 
 FIELDS = {field.name for field in dataclasses.fields(CameraConfig)}
@@ -168,7 +167,7 @@ def _url(value: Any) -> str:
     if value == SYNTHETIC:
         return value
     if not isinstance(value, str) or urlsplit(value).scheme not in SCHEMES or not urlsplit(value).hostname:
-        shown = mask_url(value) if isinstance(value, str) else repr(value)
+        shown = mask_camera_url(value) if isinstance(value, str) else repr(value)
         raise ValueError(f"{shown} is not 'synthetic' or an rtsp://, rtsps://, http:// or https:// URL with a host")
     return value
 

@@ -21,10 +21,9 @@ from http.client import HTTPException, HTTPResponse
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pipeline.settings import mask_url
-
 from .captured import Captured
 from .errors import CameraStalled, CameraUnavailable
+from .masking import mask_camera_url
 
 #: The largest part accepted from a stream (a JPEG of a 4K picture is a few MiB).
 MAX_PART_BYTES = 32 * 1024 * 1024
@@ -37,7 +36,7 @@ def http_frames(url: str, *, fps: float, stall_timeout_s: float = 10.0) -> Itera
       CameraUnavailable: refused, an HTTP error, not a picture, or the stream broke.
       CameraStalled: no data for ``stall_timeout_s``.
     """
-    masked = mask_url(url)
+    masked = mask_camera_url(url)
     response = _get(url, masked, stall_timeout_s)
     kind = response.headers.get_content_type()
     try:

@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.settings import mask_url
-
 from .captured import Captured
 from .errors import CameraStalled, CameraUnavailable
+from .masking import mask_camera_url
 from .pyav import load_av
 
 #: Why packets were not decoded at all (``keyframes_only``).
@@ -42,7 +41,7 @@ def rtsp_frames(
       CameraUnavailable: it cannot be opened, has no video, or failed mid-stream.
       CameraStalled: no packet came for ``stall_timeout_s``.
     """
-    masked = mask_url(url)
+    masked = mask_camera_url(url)
     av = load_av(f"the camera {masked}")
     # FFmpeg checks its interrupt callback twice before it gives up on a read, so half the stall
     # timeout here reports a stall within the timeout itself.

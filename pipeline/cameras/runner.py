@@ -22,7 +22,6 @@ import redis
 
 from pipeline.domain.frames import FrameRejected
 from pipeline.processes.producer import FrameProducer
-from pipeline.settings import mask_url
 
 from .backoff import Backoff
 from .capture import CaptureThread
@@ -30,6 +29,7 @@ from .captured import Captured, output_size
 from .config import CameraConfig
 from .connect import connector
 from .latest import LatestSlot
+from .masking import mask_camera_url
 from .state import CameraStateStore
 from .status import CameraStatus
 
@@ -47,7 +47,7 @@ class Feed:
 
     def __init__(self, camera: CameraConfig, backoff: Callable[[], Backoff]) -> None:
         self.camera = camera
-        self.status = CameraStatus(camera.id, mask_url(camera.url))
+        self.status = CameraStatus(camera.id, mask_camera_url(camera.url))
         self.slot: LatestSlot[Captured] = LatestSlot(self.status.skip)
         self.capture = CaptureThread(connector(camera, self.status), self.slot, self.status, backoff())
         self.period_s = 1 / camera.fps

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from pipeline.cameras.masking import mask_camera_url
 from pipeline.domain.registry import ProcessorRegistry
-from pipeline.settings import mask_url
 
 from .inspect import console, err_console, plain, until_interrupted
 
@@ -102,7 +102,7 @@ def enqueue(
     stamp = datetime.now(UTC) - timedelta(seconds=1)
     with until_interrupted(), progress:
         task = progress.add_task(
-            f"{camera_id} ← {mask_url(source_spec)}", total=count or None, routed=0, parked=0, dropped=0
+            f"{camera_id} ← {mask_camera_url(source_spec)}", total=count or None, routed=0, parked=0, dropped=0
         )
         try:
             for index, frame in enumerate(itertools.islice(source, count or None)):
@@ -130,8 +130,9 @@ def enqueue(
             producer.close()
     if not err_console.is_terminal:
         err_console.line()  # after the progress bar's last state
+    shown = mask_camera_url(source_spec)
     console.print(
-        f"sent {totals['sent']} frame(s) from {mask_url(source_spec)} as {camera_id}: {totals['routed']} routed, "
+        f"sent {totals['sent']} frame(s) from {shown} as {camera_id}: {totals['routed']} routed, "
         f"{totals['parked']} parked, {totals['dropped']} dropped in {time.monotonic() - started:.1f}s"
     )
 
