@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.config_files import read_yaml_file
+
 from .errors import CameraConfigError
 from .masking import mask_camera_url
 
@@ -78,17 +80,7 @@ def load_cameras(path: str) -> list[CameraConfig]:
     Raises:
       CameraConfigError: the file cannot be read, is not YAML, or a camera is wrong (one line saying which field).
     """
-    try:
-        import yaml
-    except ImportError:
-        raise CameraConfigError("a cameras file needs PyYAML, which is not installed: pip install PyYAML") from None
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = yaml.safe_load(file)
-    except OSError as error:
-        raise CameraConfigError(f"cameras file {path}: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise CameraConfigError(f"cameras file {path} is not YAML: {' '.join(str(error).split())}") from None
+    data = read_yaml_file(path, "cameras file", CameraConfigError)
     try:
         return cameras_from_dict(data)
     except CameraConfigError as error:
