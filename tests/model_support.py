@@ -1,4 +1,5 @@
-"""Helpers for the model processor tests: frames from pictures, MTCNN weights fetched once.
+"""Helpers for the model processor tests: frames from pictures, MTCNN weights and the hand
+landmarker fetched once.
 
 Nothing here imports torch, so the batching tests that need no model run without it.
 """
@@ -9,7 +10,10 @@ import atexit
 import base64
 import functools
 import io
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,9 @@ import numpy as np
 from PIL import Image
 
 from pipeline.tools.models import fetch_mtcnn_weights
+
+#: The repository root.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def encoded(picture: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
@@ -78,3 +85,21 @@ def same_detections(a: dict[str, Any], b: dict[str, Any], key: str, tolerance: f
         if not close_boxes(one["box"], other["box"], tolerance):
             return False
     return True
+
+
+@functools.cache
+def hand_landmarker_task() -> Path:
+    """The hand landmarker, built once per test session by ``frameflow models fetch hands`` (the
+    mediapipe 0.10.21 wheel from PyPI) into a temporary model cache."""
+    root = Path(tempfile.mkdtemp(prefix="frameflow-models-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline.tools.cli", "models", "fetch", "hands", "--dir", str(root)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return root / "hand_landmarker" / "hand_landmarker.task"
