@@ -5,10 +5,12 @@ environment, attach it under Dramatiq's CLI, or run it the seed's way.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import sys
 from typing import Any
 
-from pipeline.errors import RedisUnreachable
+from pipeline.errors import FrameflowError, RedisUnreachable
 from pipeline.settings import Settings
 from pipeline.streams.connection import wait_until_reachable
 
@@ -32,7 +34,13 @@ def options_from_env(default_id: str, default_capacity: int) -> dict[str, Any]:
 def run_until_signalled(processor: ProcessorClient) -> None:
     """The seed's ``__main__``: wait for Redis (``FRAMEFLOW_WAIT_FOR_REDIS`` seconds, logging
     each retry), then run until SIGINT/SIGTERM stop the processor gracefully. Redis still
-    away after that: one line naming its URL (password masked), and exit code 1."""
+    away after that, or a processor that cannot start (its weights missing, a bad setting):
+    one line saying why (passwords masked), and exit code 1.
+
+    As the program's entry point it also shows the processor's log (its start-up, ``mtcnn
+    loaded on cpu``) on stderr at ``FRAMEFLOW_LOG_LEVEL``, unless logging is configured already.
+    """
+    show_logs()
     if processor.redis_url is not None:
         try:
             wait_until_reachable(processor.redis_url, Settings.from_env().wait_for_redis_s)
@@ -40,4 +48,18 @@ def run_until_signalled(processor: ProcessorClient) -> None:
             raise SystemExit(f"{processor.processor_id}: {error}") from None
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
-    asyncio.run(processor.start())
+    try:
+        asyncio.run(processor.start())
+    except FrameflowError as error:
+        raise SystemExit(f"{processor.processor_id}: {error}") from None
+
+
+def show_logs() -> None:
+    """Log INFO and above (``FRAMEFLOW_LOG_LEVEL``) to stderr when nothing configured logging yet."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(Settings.from_env().log_level)
