@@ -69,6 +69,8 @@ class ProcessorInfo:
     overflow: str = "drop_oldest"
     last_error: str = ""
     last_rejection: str = ""
+    #: ``camera``: the router keeps each camera's frames on one instance (middleware/affinity.py).
+    affinity: str = ""
     alive: bool = True
 
     def to_fields(self) -> dict[str, str]:
