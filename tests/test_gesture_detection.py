@@ -143,3 +143,37 @@ def test_a_malformed_rules_file_is_one_clear_error(tmp_path: Path) -> None:
     rules.write_text(json.dumps([{"label": "six", "fingers": {"toe": True}}]))
     with pytest.raises(BadSetting, match=r"FRAMEFLOW_GESTURE_RULES=.*rules\.json: gesture rule 'six': unknown fingers"):
         processor(hand_landmarker_task(), gesture_rules=str(rules))
+
+
+# -- per-camera state ----------------------------------------------------------------------------
+
+
+def test_a_camera_idle_past_its_reset_time_starts_afresh_and_others_keep_theirs() -> None:
+    from workers.hand_tracking import CameraTracks
+    from workers.held_gestures import HeldGestures
+
+    model = hand_landmarker_task().read_bytes()
+    for idle_reset_s, expected_resets in ((3600.0, 2), (0.0, 4)):
+        tracks = CameraTracks(model, max_hands=1, held=lambda: HeldGestures(2), idle_reset_s=idle_reset_s)
+        try:
+            first = tracks.track("porch")
+            tracks.track("garden")
+            again = tracks.track("porch")
+            tracks.track("garden")
+            assert (again is first) == (expected_resets == 2)  # kept while active, new once idle too long
+            assert tracks.resets == expected_resets
+        finally:
+            tracks.close()
+
+
+def test_a_frame_older_than_its_cameras_last_is_detected_without_tracking(
+    gestures: GestureDetectionProcessor,
+) -> None:
+    (_, frame) = next(item for item in photo_frames() if item[0] == "rock")
+    newer = {**frame, b"camera_id": b"late", b"timestamp": b"2026-01-01T00:00:01+00:00"}
+    older = {**frame, b"camera_id": b"late", b"timestamp": b"2026-01-01T00:00:00+00:00"}
+    first = gestures.process_batch([newer])[0]
+    second = gestures.process_batch([older])[0]
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert (first["tracked"], second["tracked"]) == (True, False)
+    assert second["gesture"] == first["gesture"] == "rock"
