@@ -24,7 +24,7 @@ $(TEST_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
 ## run: the Procfile end to end (embedded Redis on a free port, scheduler, sample processor,
 ##      synthetic camera, result follower) until 100 results arrived, then everything stops
 run: $(CORE_STAMP)
-	@printf 'REDIS_PORT=%s\nCAMERA_FPS=25\nRESULTS_LIMIT=100\n' \
+	@printf 'REDIS_PORT=%s\nMETRICS_PORT=0\nCAMERA_FPS=25\nRESULTS_LIMIT=100\n' \
 	  "$$($(VENV)/bin/python -c 'from pipeline.streams.embedded import free_port; print(free_port())')" > $(VENV)/run.env
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -e .env,$(VENV)/run.env
 
@@ -37,7 +37,7 @@ demo: $(CORE_STAMP)
 	$(VENV)/bin/frameflow demo
 
 ## test: lint (ruff check, ruff format --check), the whole test suite (the MQTT bridge's on Debian's mosquitto, installed if missing:
-##       scripts/ensure-mosquitto), then Dramatiq's own suite against our broker, then the
+##       scripts/ensure-mosquitto; the cameras' on GStreamer's RTSP server: scripts/ensure-gstreamer), then Dramatiq's own suite against our broker, then the
 ##       broker and routing tests again on Debian's Redis 7 (installed if missing: scripts/ensure-redis-server)
 ##       and on a 3-master Redis Cluster of it
 test: $(TEST_STAMP)
@@ -45,6 +45,7 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/ruff format --check .
 	scripts/ensure-redis-server >/dev/null
 	scripts/ensure-mosquitto >/dev/null
+	scripts/ensure-gstreamer >/dev/null
 	$(VENV)/bin/python -m pytest
 	$(VENV)/bin/python scripts/dramatiq_suite.py
 	@echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"
@@ -54,7 +55,7 @@ test: $(TEST_STAMP)
 	FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) FRAMEFLOW_TEST_REDIS_CLUSTER=1 $(VENV)/bin/python -m pytest -q \
 		tests/test_broker.py tests/test_acks.py tests/test_routing.py tests/test_registry.py tests/test_publish_many.py \
 		tests/test_processor.py tests/test_scheduler.py tests/test_actor_routing.py tests/test_processor_failover.py \
-		tests/test_cli_inspect.py tests/test_cli_admin.py tests/test_cluster.py
+		tests/test_cli_inspect.py tests/test_cli_admin.py tests/test_cluster.py tests/test_idle_consumers.py
 
 ## suite: Dramatiq's own test suite against our broker core, imported alone (scripts/dramatiq_suite.py)
 suite: $(TEST_STAMP)

@@ -3,9 +3,9 @@ configured from the environment, so Dramatiq's CLI works as usual::
 
     REDIS_URL=redis://127.0.0.1:6379/0 dramatiq pipeline.broker my_actors
 
-Without ``REDIS_URL`` (or ``REDIS_HOST``) the broker starts an embedded Redis
-private to this process, which other processes cannot see: set ``REDIS_URL``
-(or run ``frameflow redis``) whenever more than one process is involved.
+Without ``REDIS_URL`` (or ``REDIS_HOST``) the broker uses ``localhost:6379`` when it
+answers, else the embedded Redis shared by this machine's unconfigured frameflow
+processes (:mod:`pipeline.streams.shared_redis`), and logs which.
 """
 
 from __future__ import annotations

@@ -116,6 +116,10 @@ class ProcessorLoadError(FrameflowError):
     """``frameflow worker MODULE[:CLASS]`` names nothing that builds a processor."""
 
 
+class EndpointUnavailable(FrameflowError, OSError):
+    """A health or metrics endpoint cannot bind its address (the port is taken, or not ours to bind)."""
+
+
 class RegistrationRefused(FrameflowError):
     """A processor tried to register under an id ``FRAMEFLOW_ALLOWED_PROCESSORS`` does not allow.
 

@@ -6,10 +6,15 @@ import dataclasses
 import fnmatch
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import BadSetting
+
+#: The shortest ``FRAMEFLOW_IDLE_CONSUMER_S``: three of the intervals at which a live consumer says it
+#: lives (``pipeline.streams.consumer.LIVENESS_INTERVAL_S``), so a busy moment never looks like death.
+MIN_IDLE_CONSUMER_S = 3.0
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -35,6 +40,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _at_least(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    value = _float(env, name, default)
+    if value < minimum:
+        raise BadSetting(f"{name}={env[name]!r} must be {minimum:g} or more")
+    return value
+
+
 def _positive_or_none(env: Mapping[str, str], name: str) -> int | None:
     """A whole number above 0, or ``None`` when the variable is unset or empty."""
     if not env.get(name):
@@ -42,6 +54,16 @@ def _positive_or_none(env: Mapping[str, str], name: str) -> int | None:
     value = _int(env, name, 0)
     if value < 1:
         raise BadSetting(f"{name}={env[name]!r} must be 1 or more")
+    return value
+
+
+def _port_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """A TCP port, 0 to 65535 (0: any free one), or ``None`` when the variable is unset or empty."""
+    if not env.get(name):
+        return None
+    value = _int(env, name, 0)
+    if not 0 <= value <= 65535:
+        raise BadSetting(f"{name}={env[name]!r} is not a port (0 to 65535; 0: any free port)")
     return value
 
 
@@ -59,6 +81,14 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str 
     return raw
 
 
+def _runtime_dir(env: Mapping[str, str]) -> str:
+    """frameflow's folder under ``XDG_RUNTIME_DIR`` when it is set, else one per user in the temporary folder."""
+    runtime_home = env.get("XDG_RUNTIME_DIR")
+    if runtime_home:
+        return os.path.join(runtime_home, "frameflow")
+    return os.path.join(tempfile.gettempdir(), f"frameflow-{os.getuid()}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every environment variable frameflow reads, with its default.
@@ -66,7 +96,8 @@ class Settings:
     Attributes:
       redis_url: ``REDIS_URL``; else ``redis://$REDIS_HOST:$REDIS_PORT`` when
         ``REDIS_HOST`` is set (the seed's compose variables); else ``None``,
-        which means "start the embedded Redis".
+        which means "localhost:6379 when it answers, else the shared embedded Redis"
+        (:mod:`pipeline.streams.shared_redis`).
       namespace: ``FRAMEFLOW_NAMESPACE``, prefix of the broker's own keys.
       lease_ms: ``FRAMEFLOW_LEASE_MS``, how long a delivered message stays
         reserved for its consumer without a renewal.
@@ -86,9 +117,10 @@ class Settings:
         matches, and routers and the scheduler ignore registry entries of other ids; empty (the
         default), any id may register. A guard against misconfigured processors, not against someone
         who can write to Redis: that is what Redis ACLs are for.
-      wait_for_redis_s: ``FRAMEFLOW_WAIT_FOR_REDIS``, seconds a processor run the seed's way
-        (``python -m workers.x``) waits for Redis to answer before giving up (the CLI's
-        ``--wait-for-redis``); 0, the default, gives up at once.
+      wait_for_redis_s: ``FRAMEFLOW_WAIT_FOR_REDIS``, seconds a processor's ``start()`` (the seed's
+        way, ``python -m workers.x``, ``frameflow worker``) waits for its Redis to answer before it
+        exits with one line (``frameflow worker --wait-for-redis`` overrides it); 0, the default,
+        waits for as long as it takes, as a Dramatiq or Celery worker keeps retrying its broker.
       results_maxlen: ``FRAMEFLOW_RESULTS_MAXLEN``, about how many entries a result stream keeps
         (``XADD ... MAXLEN ~``); 0 keeps every result. A consumer that falls this many results
         behind loses the oldest, as with any capped stream.
@@ -97,10 +129,20 @@ class Settings:
         (``overflow``). 0 keeps every parked frame.
       snapshot_ttl_s: ``FRAMEFLOW_SNAPSHOT_TTL_S``, seconds a processor keeps the image of a frame whose
         result found something, for snapshots (``pipeline/kept_images.py``); 0, the default, keeps none.
+      idle_consumer_s: ``FRAMEFLOW_IDLE_CONSUMER_S``, seconds a consumer of a queue's group may go
+        without a sign of life, holding nothing, before the scheduler removes it from the group (the
+        consumer of a worker that died or restarted); at least 3 (a live consumer says it lives every
+        second), 300 by default.
       processor_id: ``PROCESSOR_ID``, the id a processor module registers under (else its own default).
       orchestrator_url: ``ORCHESTRATOR_URL``, kept for the seed's constructor; frameflow does not use it.
       processor_capacity: ``PROCESSOR_CAPACITY``, frames a processor works on at once (else its default).
       health_check_interval_s: ``HEALTH_CHECK_INTERVAL``, seconds between a processor's heartbeats.
+      runtime_dir: ``FRAMEFLOW_RUNTIME_DIR``, where the shared embedded Redis keeps its URL, its
+        users and its lock; else ``$XDG_RUNTIME_DIR/frameflow``, else ``/tmp/frameflow-$UID``.
+      shared_redis_grace_s: ``FRAMEFLOW_SHARED_REDIS_GRACE_S``, seconds the shared embedded Redis
+        keeps running after its last user is gone (a process started next finds it still there).
+      health_port: ``HEALTH_PORT``, where a processor serves ``/health`` and ``/metrics`` (0: any free
+        port, each process its own; the port bound is announced in the registry); unset: not served.
 
     A malformed value raises :class:`~pipeline.errors.BadSetting` (a ``ValueError``) naming the variable.
     """
@@ -116,14 +158,18 @@ class Settings:
     trace_file: str | None = None
     model_dir: str = os.path.join("~", ".cache", "frameflow", "models")
     allowed_processors: tuple[str, ...] = ()
-    wait_for_redis_s: int = 0
+    wait_for_redis_s: float = 0.0
     results_maxlen: int = 10_000
     parked_bound: int = 1000
     snapshot_ttl_s: int = 0
+    idle_consumer_s: float = 300.0
     processor_id: str | None = None
     orchestrator_url: str = ""
     processor_capacity: int | None = None
     health_check_interval_s: float = 5.0
+    runtime_dir: str = _runtime_dir({})
+    shared_redis_grace_s: float = 10.0
+    health_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -143,14 +189,18 @@ class Settings:
             trace_file=env.get("FRAMEFLOW_TRACE_FILE") or None,
             model_dir=env.get("FRAMEFLOW_MODEL_DIR") or _cache_dir(env, cls.model_dir),
             allowed_processors=_patterns(env, "FRAMEFLOW_ALLOWED_PROCESSORS"),
-            wait_for_redis_s=_int(env, "FRAMEFLOW_WAIT_FOR_REDIS", cls.wait_for_redis_s),
+            wait_for_redis_s=_float(env, "FRAMEFLOW_WAIT_FOR_REDIS", cls.wait_for_redis_s),
             results_maxlen=_int(env, "FRAMEFLOW_RESULTS_MAXLEN", cls.results_maxlen),
             parked_bound=_int(env, "FRAMEFLOW_PARKED_BOUND", cls.parked_bound),
             snapshot_ttl_s=_int(env, "FRAMEFLOW_SNAPSHOT_TTL_S", cls.snapshot_ttl_s),
+            idle_consumer_s=_at_least(env, "FRAMEFLOW_IDLE_CONSUMER_S", cls.idle_consumer_s, MIN_IDLE_CONSUMER_S),
             processor_id=env.get("PROCESSOR_ID") or None,
             orchestrator_url=env.get("ORCHESTRATOR_URL", cls.orchestrator_url),
             processor_capacity=_positive_or_none(env, "PROCESSOR_CAPACITY"),
             health_check_interval_s=_float(env, "HEALTH_CHECK_INTERVAL", cls.health_check_interval_s),
+            runtime_dir=env.get("FRAMEFLOW_RUNTIME_DIR") or _runtime_dir(env),
+            shared_redis_grace_s=_float(env, "FRAMEFLOW_SHARED_REDIS_GRACE_S", cls.shared_redis_grace_s),
+            health_port=_port_or_none(env, "HEALTH_PORT"),
         )
 
     def processor_allowed(self, processor_id: str) -> bool:

@@ -11,6 +11,9 @@ instead: ``redis_url`` is the ``redis+cluster://`` URL of a three-master cluster
 started for the session (:mod:`tests.cluster`) and ``redis_client`` a
 :class:`~redis.cluster.RedisCluster`. Tests marked ``single_redis`` (they restart
 or reconfigure the one server) are deselected in that pass.
+
+Every process of the session uses a runtime folder of its own (``FRAMEFLOW_RUNTIME_DIR``), so a shared
+embedded Redis started by a test is never the developer's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import redis
 
 from pipeline import EmbeddedRedis, RedisStreamsBroker
 from pipeline.streams.connection import RedisClient, connect
+from pipeline.streams.shared_redis import stop_shared_redis
 from tests.cluster import LocalCluster, cluster_server_binary
 
 #: A short lease so that recovery tests run in seconds.
@@ -46,6 +50,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if not item.get_closest_marker("single_redis")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A runtime folder of the session's own (``FRAMEFLOW_RUNTIME_DIR``, inherited by the processes the
+    tests start): a test that starts the shared embedded Redis never meets the developer's."""
+    path = str(tmp_path_factory.mktemp("runtime"))
+    previous = os.environ.get("FRAMEFLOW_RUNTIME_DIR")
+    os.environ["FRAMEFLOW_RUNTIME_DIR"] = path
+    yield path
+    stop_shared_redis()  # one a test left running
+    if previous is None:
+        del os.environ["FRAMEFLOW_RUNTIME_DIR"]
+    else:
+        os.environ["FRAMEFLOW_RUNTIME_DIR"] = previous
 
 
 def _answers(url: str) -> bool:

@@ -25,3 +25,13 @@ def wait_until(
             description = what() if callable(what) else what
             raise AssertionError(f"timed out after {timeout:g}s waiting for {description}")
         time.sleep(interval)
+
+
+def holds_for(predicate: Callable[[], object], duration: float, what: str = "the condition") -> None:
+    """Poll ``predicate`` for ``duration`` seconds and fail the first time it is false: for what must
+    *stay* true (a key stays deleted), where there is no event to wait for."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if not predicate():
+            raise AssertionError(f"{what} stopped holding within {duration:g}s")
+        time.sleep(0.02)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from honcho.environ import parse_procfile
 
 from pipeline import EmbeddedRedis, FrameProducer, ProcessorRegistry
 from pipeline.errors import ProcessorLoadError
+from pipeline.settings import Settings
 from pipeline.streams.embedded import free_port
 from pipeline.tools.cli.main import load_processor, main
 from tests.cli_harness import COLUMNS, FRAMEFLOW, ROOT
@@ -149,7 +151,7 @@ def test_wait_for_redis_lets_a_command_start_before_redis_does() -> None:
 def test_procfile_runs_the_pipeline_and_leaves_nothing_behind_after_sigterm(tmp_path: Path) -> None:
     port, mark = free_port(), uuid.uuid4().hex
     settings = tmp_path / "test.env"
-    settings.write_text(f"REDIS_PORT={port}\nCAMERA_FPS=20\nFRAMEFLOW_TEST_MARK={mark}\n")
+    settings.write_text(f"REDIS_PORT={port}\nMETRICS_PORT=0\nCAMERA_FPS=20\nFRAMEFLOW_TEST_MARK={mark}\n")
     env = {name: value for name, value in os.environ.items() if not name.startswith("REDIS_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     honcho = subprocess.Popen(
@@ -170,6 +172,7 @@ def test_procfile_runs_the_pipeline_and_leaves_nothing_behind_after_sigterm(tmp_
         wait_until(lambda: _followed(lines) >= 1, 10, _honcho_said("the follower to print a result", lines))
         running = wait_until(lambda: _procfile_processes(mark, port), 10, "the Procfile's processes")
         assert any("redis-server" in command for command in running.values()), running
+        _assert_scraping_finds_the_sample_processor(lines)
         client.close()
         honcho.send_signal(signal.SIGTERM)
         returncode = honcho.wait(timeout=30)
@@ -204,6 +207,23 @@ def _stop_whatever_is_left(honcho: subprocess.Popen, mark: str, port: int) -> No
     for pid in _procfile_processes(mark, port):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _assert_scraping_finds_the_sample_processor(lines: list[str]) -> None:
+    """The Procfile's scheduler lists the sample processor at /targets, and its /metrics counts frames."""
+    found = wait_until(
+        lambda: re.search(r"metrics at (http://\S+)/metrics", "".join(lines)),
+        10,
+        _honcho_said("the scheduler's metrics address", lines),
+    )
+    with urllib.request.urlopen(f"{found.group(1)}/targets", timeout=5) as response:
+        (group,) = json.load(response)
+    assert group["labels"]["processor"] == "sample-1" and int(group["labels"]["pid"]) > 0, group
+    with urllib.request.urlopen(f"http://{group['targets'][0]}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert re.search(
+        r'^frameflow_frames_processed_total\{processor="sample-1",queue="frames.ready.sample-1"\} [1-9]', text, re.M
+    ), text
 
 
 def _honcho_said(what: str, lines: list[str]) -> Callable[[], str]:
@@ -260,17 +280,19 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
         commands[name] = argv
     models = {"faces": "face_detection", "objects": "object_detection", "gestures": "gesture_detection"}
     for name, module in models.items():
-        assert commands[name][-2:] == ["worker", f"workers.{module}"]
+        assert commands[name][-4:-2] == ["worker", f"workers.{module}"]
         assert importlib.util.find_spec(f"workers.{module}") is not None
     assert processor_ids == {
         "sample": "sample-1",
         **{name: f"{model.replace('_', '-')}-1" for name, model in models.items()},
     }
     assert commands["redis"] == ["frameflow", "redis", "--port", settings["REDIS_PORT"]]
-    assert commands["scheduler"][-1] == "scheduler"
-    assert commands["sample"][-2:] == ["worker", "workers.sample"]
-    camera = commands["camera"]
-    assert camera[camera.index("--source") + 1] == "synthetic" and "enqueue" in camera
+    assert commands["scheduler"][-3:] == ["scheduler", "--metrics-port", settings["METRICS_PORT"]]
+    assert commands["sample"][-4:] == ["worker", "workers.sample", "--health-port", "0"]
+    for name in ("faces", "objects"):  # every processor serves /health and /metrics, found through /targets
+        assert commands[name][-2:] == ["--health-port", "0"], name
+    # The example file (a synthetic camera), at the file's fps unless CAMERA_FPS says otherwise.
+    assert commands["cameras"][3:] == ["cameras", "run", "cameras.yml", "--fps", "0"]
     assert commands["results"][3:6] == ["results", "samples:processed", "--follow"]
     assert commands["ingest"][3:6] == ["ingest", "--stream", "frames:metadata"]
     # Everyone reaches the Procfile's Redis: .env names it and empties a REDIS_URL from the shell.
@@ -296,7 +318,7 @@ def compose() -> dict:
 def test_compose_file_has_the_whole_deployment(compose) -> None:
     services = compose["services"]
     assert set(services) == {
-        "redis", "scheduler", "sample-worker", "camera", "results", "ingest", "otel-collector", "prometheus",
+        "redis", "scheduler", "sample-worker", "cameras", "results", "ingest", "otel-collector", "prometheus",
         "grafana", "mosquitto", "mqtt",
     }  # fmt: skip
     redis_command = services["redis"]["command"]
@@ -304,7 +326,7 @@ def test_compose_file_has_the_whole_deployment(compose) -> None:
     assert _option(redis_command, "--appendonly") == "yes"
     assert _option(redis_command, "--maxmemory-policy") == "noeviction"
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
-    for name in ("scheduler", "sample-worker", "camera", "results", "mqtt", "ingest"):
+    for name in ("scheduler", "sample-worker", "cameras", "results", "mqtt", "ingest"):
         service = services[name]
         assert service["image"] == "frameflow:latest" and service["build"]["dockerfile"] == "compose/Dockerfile"
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
@@ -322,7 +344,7 @@ def test_compose_services_run_commands_the_image_has(compose) -> None:
     dockerfile = (COMPOSE / "Dockerfile").read_text()
     for package in IMAGE_PACKAGES:
         assert f"COPY {package} ./{package}" in dockerfile
-    assert "pip install '.[otlp,mqtt]'" in dockerfile
+    assert "pip install '.[otlp,mqtt,video]'" in dockerfile  # video: enqueue --source clip.mp4 in a container
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     assert "frameflow = pipeline.tools.cli:main" in setup["options.entry_points"]["console_scripts"]
@@ -360,6 +382,13 @@ def test_compose_telemetry_configs_are_wired_together(compose) -> None:
     assert metrics in targets  # the pipeline's metrics
     assert [config["url"] for job in jobs for config in job.get("http_sd_configs", [])] == [f"http://{metrics}/targets"]
     assert scheduler["environment"]["FRAMEFLOW_HEALTH_HOST"] == "0.0.0.0"  # reachable from Prometheus
+    processors = [
+        service for service in compose["services"].values() if "PROCESSOR_ID" in service.get("environment", {})
+    ]
+    assert processors
+    for service in processors:  # each process serves /metrics, on a port of its own, listed at /targets
+        settings = Settings.from_env(service["environment"])
+        assert settings.health_port == 0 and settings.health_host == "0.0.0.0", service
     assert {target.split(":")[0] for target in targets} <= {*compose["services"], "localhost"}
 
     provisioning = COMPOSE / "grafana" / "provisioning"
@@ -386,6 +415,9 @@ def check_frameflow_command(args: list[str]) -> None:
         remaining = remaining[1:] if getattr(option, "is_flag", False) else remaining[2:]
     command: click.Command = main
     while isinstance(command, click.Group):
+        runs_alone = not remaining or command.get_command(context, remaining[0]) is None
+        if command is not main and command.invoke_without_command and runs_alone:
+            break  # a group that also runs alone, with its own options (frameflow redis --port 6379)
         assert remaining, f"frameflow {' '.join(args)}: no command"
         name, remaining = remaining[0], remaining[1:]
         found = command.get_command(context, name)

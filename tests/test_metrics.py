@@ -28,6 +28,7 @@ from redis.retry import Retry
 from middleware.metrics import Metrics, MetricsStore
 from middleware.routing import CapabilityRouter
 from pipeline import FrameProducer, ProcessorRegistry, RedisStreamsBroker
+from pipeline.processes.build_info import BuildInfo
 from pipeline.processes.health import HealthServer
 from pipeline.processes.queue_metrics import PipelineCollector
 
@@ -151,7 +152,8 @@ def test_a_known_workload_reads_back_exactly_from_the_metrics_endpoints(
     # One scrape config finds the workers: the scheduler lists them for Prometheus's http_sd_configs.
     with urllib.request.urlopen(pipeline_metrics.replace("/metrics", "/targets"), timeout=5) as response:
         targets = json.load(response)
-    assert targets == [{"targets": [urlsplit(worker_metrics).netloc], "labels": {"processor": "metered-1"}}]
+    labels = {"processor": "metered-1", "pid": str(info.pid)}
+    assert targets == [{"targets": [urlsplit(worker_metrics).netloc], "labels": labels}]
 
     # Bounded label cardinality: no frame (or camera) ever becomes a label value.
     label_values = {label for (_, series) in {**at_worker, **at_scheduler} for _, label in series}
@@ -237,7 +239,7 @@ def test_the_health_port_serves_metrics_too() -> None:
 
 
 def test_the_readme_and_the_dashboard_name_exactly_the_metrics_there_are(redis_client: redis.Redis) -> None:
-    families = [*MetricsStore().describe(), *PipelineCollector(redis_client).collect()]
+    families = [*MetricsStore().describe(), *PipelineCollector(redis_client).collect(), *BuildInfo().collect()]
     named = {family.name + ("_total" if family.type == "counter" else "") for family in families}
     histograms = {family.name for family in families if family.type == "histogram"}
     series = named | {f"{name}_{suffix}" for name in histograms for suffix in ("bucket", "sum", "count")}

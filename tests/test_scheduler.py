@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -11,7 +13,9 @@ from middleware.routing import CapabilityRouter
 from pipeline import FrameProducer, ProcessorClient, RedisStreamsBroker
 from pipeline.processes.processor import SEED_DEFAULT_REDIS_URL, _resolve_redis_url
 from pipeline.processes.scheduler import PipelineScheduler
+from pipeline.streams.embedded import EmbeddedRedis
 from pipeline.streams.wire import decode_entry
+from pipeline.version import __version__
 from tests.processor_harness import publish, register_fake, running, wait_for
 
 
@@ -147,3 +151,30 @@ def test_the_seed_default_redis_url_yields_to_the_environment(monkeypatch) -> No
     monkeypatch.setenv("REDIS_HOST", "redis")
     monkeypatch.setenv("REDIS_PORT", "6390")
     assert _resolve_redis_url(SEED_DEFAULT_REDIS_URL) == "redis://redis:6390"
+
+
+@pytest.mark.single_redis
+def test_the_scheduler_health_says_when_redis_is_gone() -> None:
+    with EmbeddedRedis() as server:
+        broker = RedisStreamsBroker(server.url, middleware=[CapabilityRouter(refresh_s=0)])
+        jobs = PipelineScheduler(broker, interval_s=60)
+        port = jobs.serve_metrics(0)
+        try:
+            jobs.tick()
+            status, health = get_json(f"http://127.0.0.1:{port}/health")
+            assert (status, health["status"], health["redis_reachable"]) == (200, "healthy", True)
+            assert health["version"] == __version__ and "emit_health" in health["jobs_last_run"]
+            server.stop()
+            status, health = get_json(f"http://127.0.0.1:{port}/health")
+            assert (status, health["status"], health["redis_reachable"]) == (503, "unhealthy", False)
+        finally:
+            jobs.stop()
+            broker.close()
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)

@@ -117,9 +117,11 @@ def test_bad_credentials_and_plain_connections_are_one_clear_line(
         assert "CERTIFICATE_VERIFY_FAILED" in line
 
 
-def test_a_processor_with_a_wrong_password_exits_non_zero(secure_run: SecureRun) -> None:
-    assert secure_run.exit_codes["processor with a wrong password"] != 0
-    assert "AuthenticationError" in secure_run.printed["processor with a wrong password stderr"]
+def test_a_processor_with_a_wrong_password_exits_non_zero_in_one_line(secure_run: SecureRun) -> None:
+    assert secure_run.exit_codes["processor with a wrong password"] == 1
+    [line] = secure_run.printed["processor with a wrong password stderr"].splitlines()  # no traceback
+    assert line.startswith(f"echo-tls: Redis at rediss://frameflow:***@127.0.0.1:{secure_run.secure.port}/0"), line
+    assert "refused the credentials" in line
 
 
 def test_only_tls_clients_with_the_password_get_in(secure_redis: SecureRedis) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from pipeline import Settings
@@ -19,6 +22,14 @@ def test_the_seeds_host_and_port_variables_work() -> None:
 
 def test_no_redis_configured_means_embedded() -> None:
     assert Settings.from_env({}).redis_url is None
+
+
+def test_the_shared_redis_runtime_folder_is_per_user() -> None:
+    xdg = {"XDG_RUNTIME_DIR": "/run/user/7"}
+    assert Settings.from_env({**xdg, "FRAMEFLOW_RUNTIME_DIR": "/x/ff"}).runtime_dir == "/x/ff"
+    assert Settings.from_env(xdg).runtime_dir == "/run/user/7/frameflow"
+    assert Settings.from_env({}).runtime_dir == os.path.join(tempfile.gettempdir(), f"frameflow-{os.getuid()}")
+    assert Settings.from_env({"FRAMEFLOW_SHARED_REDIS_GRACE_S": "2.5"}).shared_redis_grace_s == 2.5
 
 
 def test_a_bad_number_names_the_variable() -> None:
@@ -59,3 +70,12 @@ def test_without_an_allow_list_every_id_is_allowed() -> None:
 def test_health_endpoints_bind_loopback_unless_configured() -> None:
     assert Settings.from_env({}).health_host == "127.0.0.1"
     assert Settings.from_env({"FRAMEFLOW_HEALTH_HOST": "0.0.0.0"}).health_host == "0.0.0.0"
+
+
+def test_the_health_port_is_unset_a_port_or_0_for_any_free_one() -> None:
+    assert Settings.from_env({}).health_port is None
+    assert Settings.from_env({"HEALTH_PORT": "0"}).health_port == 0
+    assert Settings.from_env({"HEALTH_PORT": "9301"}).health_port == 9301
+    for bad in ("abc", "-1", "65536"):
+        with pytest.raises(ValueError, match=f"HEALTH_PORT='{bad}' is not"):
+            Settings.from_env({"HEALTH_PORT": bad})

@@ -24,6 +24,17 @@ def processor_key(namespace: str, processor_id: str) -> str:
     return f"{namespace}:processor:{processor_id}"
 
 
+def process_key(namespace: str, processor_id: str, process: str) -> str:
+    """The registry entry of one process (``<host>:<pid>``) of a processor that runs as several
+    (a hash like a processor entry, with the same TTL; :mod:`pipeline.domain.process_entries`)."""
+    return f"{processor_key(namespace, processor_id)}:process:{process}"
+
+
+def processes_index_key(namespace: str, processor_id: str) -> str:
+    """The set of a processor's processes (``<host>:<pid>``) whose entries may still live."""
+    return f"{processor_key(namespace, processor_id)}:processes"
+
+
 def processors_index_key(namespace: str) -> str:
     """The set of every processor id ever registered (to list the dead and reap them)."""
     return f"{namespace}:processors"

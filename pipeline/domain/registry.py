@@ -7,6 +7,10 @@ dead everywhere at once. A set, ``<ns>:processors``, indexes the ids ever
 registered so dead ones can still be listed (and reaped). Registering an id
 that already exists (a restart after a crash) overwrites it: that is normal.
 
+An entry carries its processor's heartbeat interval, so a reader can tell a processor
+that stopped beating (:meth:`ProcessorInfo.is_stale`: killed, stalled) before its
+entry expires, and the processing rate over the last interval (``frames_per_s``).
+
 Every change is announced on the ``<ns>:registry`` channel so routers can
 refresh their cached view at once instead of per frame.
 
@@ -36,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 #: Ids of entries outside the allow-list already warned about by this process (once each).
 _IGNORED: set[str] = set()
+
+#: A live entry whose last heartbeat is more than this many of its intervals old is stale.
+STALE_AFTER_INTERVALS = 1.5
 
 #: Breaker states as stored in the registry.
 BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN = "closed", "open", "half_open"
@@ -69,9 +76,19 @@ class ProcessorInfo:
     overflow: str = "drop_oldest"
     last_error: str = ""
     last_rejection: str = ""
+    heartbeat_interval_s: float = 0.0
+    frames_per_s: float = 0.0
     #: ``camera``: the router keeps each camera's frames on one instance (middleware/affinity.py).
     affinity: str = ""
     alive: bool = True
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """Alive in the registry, but its last heartbeat is over :data:`STALE_AFTER_INTERVALS`
+        intervals old (an entry without its interval, written by an older version, never is)."""
+        if not self.alive or self.heartbeat_interval_s <= 0:
+            return False
+        age_s = (time.time() if now is None else now) - self.heartbeat_at
+        return age_s > STALE_AFTER_INTERVALS * self.heartbeat_interval_s
 
     def to_fields(self) -> dict[str, str]:
         fields: dict[str, str] = {}

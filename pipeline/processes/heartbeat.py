@@ -4,12 +4,20 @@ Every ``interval_s`` the job writes the processor's liveness and stats. The
 registry entry lives :data:`MISSED_BEATS` intervals, so a processor that
 misses that many beats is dead everywhere. If the entry expired anyway (Redis
 restarted, a long pause), the job registers the processor again.
+
+That last rule makes leaving the registry a race: a beat that began before the
+processor deregistered finds the entry gone and registers it again, and the
+processor stays listed (and routed to) after it stopped. So a beat runs under a
+lock: :meth:`Heartbeat.stop` waits for a beat in progress and lets none start
+after it, and :meth:`Heartbeat.held` keeps beats out while a caller deregisters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -29,14 +37,20 @@ class Heartbeat:
         self.interval_s = interval_s
         self.name = name
         self.scheduler = BackgroundScheduler(daemon=True)
+        # Held by a beat while it runs, by stop() and by held(); reentrant, so a beat may stop its heartbeat.
+        self._beating = threading.RLock()
+        self._stopped = False
 
     def _safe_beat(self) -> None:
-        try:
-            self.beat()
-        except TRANSIENT_ERRORS as error:
-            logger.warning("Heartbeat of %s failed (Redis unreachable, will retry): %s", self.name, error)
-        except Exception:
-            logger.exception("Heartbeat of %s failed", self.name)
+        with self._beating:
+            if self._stopped:
+                return
+            try:
+                self.beat()
+            except TRANSIENT_ERRORS as error:
+                logger.warning("Heartbeat of %s failed (Redis unreachable, will retry): %s", self.name, error)
+            except Exception:
+                logger.exception("Heartbeat of %s failed", self.name)
 
     def start(self) -> None:
         self.scheduler.add_job(
@@ -50,6 +64,15 @@ class Heartbeat:
         )
         self.scheduler.start()
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No beat runs inside the block: a beat in progress finishes first, the next waits for the end."""
+        with self._beating:
+            yield
+
     def stop(self) -> None:
+        """Stop beating: returns once a beat in progress is over; no beat runs after that."""
+        with self._beating:
+            self._stopped = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

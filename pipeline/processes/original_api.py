@@ -12,6 +12,7 @@ meaning; where the original asked its HTTP orchestrator, these write the Redis r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from pipeline.domain.results import MAX_RESULT_BYTES, encoding_problem, result_f
 from pipeline.domain.telemetry import current_trace_context
 from pipeline.errors import ConfigurationRefused, FrameflowError, ResultRefused
 
+from .heartbeat import Heartbeat
 from .processor_stats import ProcessorStats
 from .slots import ProcessingSlots
 
@@ -52,6 +54,7 @@ class OriginalClientApi:
     _worker: dramatiq.Worker | None
     _owns_worker: bool
     _registry: ProcessorRegistry | None
+    _heartbeat: Heartbeat | None
     #: True after :meth:`unregister`: heartbeats neither refresh nor re-create the registry entry.
     _withdrawn: bool = False
     _online: asyncio.Event | None = None
@@ -100,8 +103,11 @@ class OriginalClientApi:
         await asyncio.get_running_loop().run_in_executor(None, self._unregister_now)
 
     def _unregister_now(self) -> None:
-        self._withdrawn = True
-        if self._registry_now().deregister(self.processor_id):
+        # Beats held off meanwhile: one that began before would find the entry gone and register it again.
+        with self._heartbeat.held() if self._heartbeat is not None else contextlib.nullcontext():
+            self._withdrawn = True
+            deregistered = self._registry_now().deregister(self.processor_id)
+        if deregistered:
             logger.info("Processor %s unregistered: no new frames are routed to it.", self.processor_id)
 
     def _registry_now(self) -> ProcessorRegistry:

@@ -27,6 +27,7 @@ The original client's other public methods (``register``, ``unregister``, ``publ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import time
@@ -35,6 +36,7 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.middleware import CurrentMessage
+from prometheus_client import REGISTRY
 
 from middleware.affinity import AFFINITIES
 from middleware.breaker import CircuitBreaker
@@ -45,17 +47,20 @@ from middleware.routing import CapabilityRouter, router_of
 from pipeline.domain.frames import IMAGE_REF_FIELD, frame_size_limit
 from pipeline.domain.kept_images import kept_image
 from pipeline.domain.keys import processor_queue
+from pipeline.domain.process_entries import ProcessEntries, summed_counters
 from pipeline.domain.registry import ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import result_fields
 from pipeline.domain.telemetry import current_trace_context
-from pipeline.errors import FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
+from pipeline.errors import EndpointUnavailable, FrameflowError, FrameRefused, RegistrationRefused, UnprocessableFrame
 from pipeline.settings import Settings, processor_allowed
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
 from pipeline.streams.consumer import StreamMessageProxy
 from pipeline.streams.keys import validate_queue_name
+from pipeline.streams.shared_redis import LOCAL_REDIS_URL
 
 from .batching import FrameBatcher, overrides
+from .build_info import register_build_info
 from .frame_ack import acknowledge_frame
 from .health import HealthServer
 from .heartbeat import MISSED_BEATS, Heartbeat
@@ -64,12 +69,17 @@ from .lifecycle import STOP_TIMEOUT_S, ProcessorLifecycle
 from .lifecycle import serve_with_dramatiq as serve_with_dramatiq  # processor modules import it from here
 from .original_api import OriginalClientApi
 from .processor_stats import ProcessorStats
+from .redis_wait import wait_for_redis
 from .slots import ProcessingSlots
 
 logger = logging.getLogger(__name__)
 
-#: The seed's default ``redis_url``; left at it, the environment decides.
-SEED_DEFAULT_REDIS_URL = "redis://localhost:6379"
+#: The seed's default ``redis_url``; left at it, the environment decides, and without configuration it
+#: means what it says when a Redis answers there (else the shared embedded one: ``streams/shared_redis.py``).
+SEED_DEFAULT_REDIS_URL = LOCAL_REDIS_URL
+
+#: The fields of a registry entry (what a process's own entry may carry of its stats).
+_ENTRY_FIELDS = frozenset(field.name for field in dataclasses.fields(ProcessorInfo))
 
 
 class ProcessorClient(OriginalClientApi):
@@ -135,6 +145,8 @@ class ProcessorClient(OriginalClientApi):
         self.results_maxlen = Settings.from_env().results_maxlen
         #: Seconds the image of a frame whose result found something is kept for snapshots (0: none).
         self.snapshot_ttl_s = Settings.from_env().snapshot_ttl_s
+        #: Seconds start() waits for an unreachable Redis (FRAMEFLOW_WAIT_FOR_REDIS; 0: as long as it takes).
+        self.wait_for_redis_s = Settings.from_env().wait_for_redis_s
         self.broker: RedisStreamsBroker | None = None
         self._slots = ProcessingSlots(capacity)  # resized by update_configuration
         self._worker: dramatiq.Worker | None = None
@@ -209,15 +221,26 @@ class ProcessorClient(OriginalClientApi):
     async def start(self) -> None:
         """Register, consume and heartbeat until :meth:`stop`; then shut down gracefully.
 
+        A Redis that does not answer yet is waited for (``pipeline/processes/redis_wait.py``);
+        :meth:`stop` during that wait returns at once, having started nothing.
+
         Raises:
           RegistrationRefused: ``FRAMEFLOW_ALLOWED_PROCESSORS`` does not allow this id.
+          SystemExit: Redis did not answer within ``wait_for_redis_s`` (one line, exit code 1).
         """
         self.ensure_allowed()
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         if self._stop_early:
             self._stop_requested.set()
+        # Only when start() makes its client from redis_url: a broker attached by Dramatiq's CLI, or a
+        # given redis_client, is its maker's to wait for.
+        url = self.redis_url if self.broker is None and self.redis_client is None else None
+        if url and not await wait_for_redis(self.processor_id, url, self.wait_for_redis_s, self._stop_requested):
+            logger.info("Processor %s stopped while waiting for Redis.", self.processor_id)
+            return
         broker = self._ensure_broker()
+        self._serve_health()  # before consuming: a port that cannot be bound stops it before any frame
         if self._worker is None:
             self._worker = dramatiq.Worker(
                 broker, queues={self.queue_name}, worker_threads=self.capacity, worker_timeout=500
@@ -255,10 +278,6 @@ class ProcessorClient(OriginalClientApi):
         broker = self._ensure_broker()
         self._registry = ProcessorRegistry(broker.client, broker.namespace)
         self._withdrawn = False
-        if self.health_port is not None:
-            # Before registering: the registry entry names the endpoint (and its chosen port).
-            host = Settings.from_env().health_host
-            self._health = HealthServer(self.health_report, self.health_port, host).start()
         self._register()
         self._heartbeat = Heartbeat(self._beat, self.health_check_interval, self.processor_id)
         self._heartbeat.start()
@@ -273,11 +292,25 @@ class ProcessorClient(OriginalClientApi):
             if routed or dropped:
                 logger.info("Released parked frames: %d routed, %d dropped as stale.", routed, dropped)
 
+    def _serve_health(self) -> None:
+        """Serve ``/health`` and ``/metrics`` on ``health_port`` (0: any free one), before registering:
+        the registry entry names the endpoint, with the port actually bound."""
+        if self.health_port is None or self._health is not None:
+            return
+        host = Settings.from_env().health_host
+        register_build_info(REGISTRY)
+        try:
+            self._health = HealthServer(self.health_report, self.health_port, host).start()
+        except OSError as error:
+            reason = error.strerror or error
+            raise EndpointUnavailable(f"cannot serve health on {host}:{self.health_port}: {reason}") from None
+
     def _go_offline(self) -> None:
-        if self._registry is not None:
-            self._registry.deregister(self.processor_id)
         if self._heartbeat is not None:
-            self._heartbeat.stop()
+            self._heartbeat.stop()  # first: a beat still running would register the processor again
+        if self._registry is not None:
+            self._withdrawn = True
+            self._leave_registry()
         if self._owns_worker and self._worker is not None:
             self._worker.stop(timeout=int(STOP_TIMEOUT_S * 1000))
             self._worker = None
@@ -285,24 +318,47 @@ class ProcessorClient(OriginalClientApi):
             self._batcher.close(timeout=STOP_TIMEOUT_S)
         if self._health is not None:
             self._health.stop()
+            self._health = None
         if self._owns_worker and self.broker is not None:
             self.broker.close()
 
     def _register(self) -> None:
         assert self._registry is not None
         self._registry.register(self.info(), ttl_s=self.health_check_interval * MISSED_BEATS)
+        self._process_entries().beat(self.process_info(), ttl_s=self.health_check_interval * MISSED_BEATS)
 
     def _beat(self) -> None:
+        """This process's own entry, then the processor's, with the counters of all its processes."""
         assert self._registry is not None
         if self._withdrawn:
             return  # unregister(): out of the registry until register()
-        alive = self._registry.heartbeat(
-            self.processor_id, ttl_s=self.health_check_interval * MISSED_BEATS, **self.stats.snapshot()
-        )
+        ttl_s = self.health_check_interval * MISSED_BEATS
+        # Once per beat: it measures the rate since the last beat, and both entries say the same.
+        stats = self.stats.for_heartbeat()
+        processes = self._process_entries().beat(self.process_info(stats), ttl_s)
+        alive = self._registry.heartbeat(self.processor_id, ttl_s=ttl_s, **{**stats, **summed_counters(processes)})
         if not alive:
             logger.warning("Registry entry of %s had expired; registering again.", self.processor_id)
             self._register()
             self._release_parked()  # frames that found no live processor meanwhile (a Redis failover, a stall)
+
+    def _leave_registry(self) -> None:
+        """Remove this process's entry; the processor's entry goes with its last live process
+        (another process of it still running keeps it routed to)."""
+        assert self._registry is not None
+        if not self._process_entries().remove(self.process_info()):
+            self._registry.deregister(self.processor_id)
+
+    def _process_entries(self) -> ProcessEntries:
+        assert self._registry is not None
+        return ProcessEntries(self._registry.client, self._registry.namespace)
+
+    def process_info(self, stats: dict[str, Any] | None = None) -> ProcessorInfo:
+        """This process's own registry entry: :meth:`info` with its own pid and counters (``stats``,
+        else a snapshot of them)."""
+        stats = self.stats.snapshot() if stats is None else stats
+        own = {name: value for name, value in stats.items() if name in _ENTRY_FIELDS}
+        return dataclasses.replace(self.info(), **own)
 
     def info(self) -> ProcessorInfo:
         return ProcessorInfo(
@@ -319,6 +375,7 @@ class ProcessorClient(OriginalClientApi):
             queue_bound=self.queue_bound,
             overflow=self.overflow,
             breaker=self._breaker.state,
+            heartbeat_interval_s=self.health_check_interval,
             affinity=self.affinity or "",
         )
 
@@ -416,7 +473,8 @@ async def _awaited(awaitable: Any) -> Any:
 
 
 def _resolve_redis_url(redis_url: str) -> str | None:
-    """The seed's default URL yields to the environment (REDIS_URL, or REDIS_HOST/REDIS_PORT)."""
+    """The seed's default URL yields to the environment (REDIS_URL, or REDIS_HOST/REDIS_PORT); ``None``
+    without one, so that the broker looks for localhost:6379 or the shared embedded Redis and says which."""
     if redis_url != SEED_DEFAULT_REDIS_URL:
         return redis_url
     return Settings.from_env().redis_url or None

@@ -2,6 +2,10 @@
 
 ``failed`` counts frames the processor worked on and could not process; ``rejected`` those
 refused before it began (the intake checks, the options guard): bad input, not a failing processor.
+
+Heartbeats carry the processing rate over their own interval (:meth:`ProcessorStats.for_heartbeat`):
+a reader that divided counter differences by its own clock saw the counters move only when a beat
+landed (``frameflow top`` showed 15.8, 0, 0, 0, 49.1 at a steady 10 frames/s).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class ProcessorStats:
         self.latency_ms = 0.0
         self.last_error = ""
         self.last_rejection = ""
+        self._beat_at = self.started_at
+        self._processed_at_beat = 0
 
     def started(self) -> None:
         with self._lock:
@@ -52,15 +58,29 @@ class ProcessorStats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {
-                "in_flight": self.in_flight,
-                "processed": self.processed,
-                "failed": self.failed,
-                "rejected": self.rejected,
-                "latency_ms": round(self.latency_ms, 3),
-                "last_error": self.last_error,
-                "last_rejection": self.last_rejection,
-            }
+            return self._counts()
+
+    def for_heartbeat(self) -> dict[str, Any]:
+        """:meth:`snapshot` plus ``frames_per_s``: frames processed since the previous call (the
+        previous heartbeat; the start, the first time) over the time since then."""
+        now = time.monotonic()
+        with self._lock:
+            counts = self._counts()
+            elapsed = now - self._beat_at
+            rate = (self.processed - self._processed_at_beat) / elapsed if elapsed > 0 else 0.0
+            self._beat_at, self._processed_at_beat = now, self.processed
+        return {**counts, "frames_per_s": round(rate, 3)}
+
+    def _counts(self) -> dict[str, Any]:
+        return {
+            "in_flight": self.in_flight,
+            "processed": self.processed,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "latency_ms": round(self.latency_ms, 3),
+            "last_error": self.last_error,
+            "last_rejection": self.last_rejection,
+        }
 
 
 def _described(error: BaseException) -> str:

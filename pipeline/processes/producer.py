@@ -38,7 +38,7 @@ class FrameProducer:
     """Publishes frames to the processors that can analyse them.
 
     Parameters:
-      redis_url: defaults to ``REDIS_URL`` (or the embedded Redis).
+      redis_url: defaults to ``REDIS_URL``; else localhost:6379 when it answers, else the shared embedded Redis.
       redis_client: an existing client instead.
       max_frame_bytes: images above this are refused (default ``FRAMEFLOW_MAX_FRAME_BYTES``, else 16 MiB);
         a limit that is not a positive integer is a ValueError here, not a surprise at the first frame.

@@ -177,12 +177,14 @@ def _int(value: Any) -> int:
         return 0
 
 
-def scrape_targets(processors: list[ProcessorInfo]) -> list[dict[str, Any]]:
-    """Prometheus HTTP service discovery (``http_sd_configs``): one target per live processor
-    that serves ``/metrics``, labelled with its id. A processor bound to every address
-    (``FRAMEFLOW_HEALTH_HOST=0.0.0.0``) is reached through its host name."""
+def scrape_targets(processes: list[ProcessorInfo]) -> list[dict[str, Any]]:
+    """Prometheus HTTP service discovery (``http_sd_configs``): one target per live process
+    that serves ``/metrics`` (:func:`~pipeline.domain.process_entries.each_process`: a processor
+    run as several processes has one per process), labelled with its processor's id and its pid.
+    A process bound to every address (``FRAMEFLOW_HEALTH_HOST=0.0.0.0``) is reached through its
+    host name."""
     groups = []
-    for info in processors:
+    for info in processes:
         if not info.alive or not info.health_endpoint:
             continue
         endpoint = urlsplit(info.health_endpoint)
@@ -191,5 +193,6 @@ def scrape_targets(processors: list[ProcessorInfo]) -> list[dict[str, Any]]:
             host = info.host
         if ":" in host:
             host = f"[{host}]"
-        groups.append({"targets": [f"{host}:{endpoint.port}"], "labels": {"processor": info.processor_id}})
+        labels = {"processor": info.processor_id, "pid": str(info.pid)}
+        groups.append({"targets": [f"{host}:{endpoint.port}"], "labels": labels})
     return groups

@@ -3,15 +3,24 @@
 Every ``interval_s`` it
 
 * emits the pipeline's health heartbeat: one entry on ``<ns>:health`` with the
-  processors up and down, their backlogs and the frames processed per second,
-  for a consumer (an alarm, Home Assistant) to watch;
-* reaps dead processors: a processor whose registry entry expired has its queue
+  processors up and down, their backlogs and the frames processed per second
+  (the sum of the rates the processors' own heartbeats measured), for a consumer
+  (an alarm, Home Assistant) to watch;
+* reaps dead processors, with one WARNING line each naming it and how long ago its
+  last heartbeat was (as this scheduler last saw it): a processor whose registry entry expired has its queue
   re-routed, frame by frame, to live peers with the same capability (frames past
   their max age are dropped and counted as stale), then its queue is deleted and
   its id forgotten. Each frame is moved in one transaction, so a scheduler killed
   half-way (or two at once) re-routes no frame twice and loses none;
 * releases frames parked for a capability that a live processor offers again;
-* trims dead letters older than their TTL.
+* trims dead letters older than their TTL;
+* removes from the queues' consumer groups the consumers of dead workers (they hold nothing
+  and showed no sign of life for ``FRAMEFLOW_IDLE_CONSUMER_S``: :mod:`.idle_consumers`), at
+  most four times per that period.
+
+With ``--metrics-port`` it serves ``/metrics`` (the pipeline-wide numbers only Redis knows),
+``/targets`` (every processor process's ``/metrics``, for Prometheus's HTTP service discovery)
+and ``/health`` (whether Redis answers and the jobs keep running).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import CollectorRegistry
@@ -31,6 +41,7 @@ from middleware.routing import router_of
 from pipeline.domain.claim_check import release_images
 from pipeline.domain.frames import is_stale
 from pipeline.domain.keys import health_stream, parked_key, processor_queue, reaping_lock_key
+from pipeline.domain.process_entries import ProcessEntries, each_process
 from pipeline.domain.registry import ProcessorRegistry
 from pipeline.errors import MalformedEntry
 from pipeline.settings import Settings
@@ -38,8 +49,11 @@ from pipeline.streams.broker import PROMOTE_BATCH, RedisStreamsBroker
 from pipeline.streams.connection import TRANSIENT_ERRORS
 from pipeline.streams.keys import QueueKeys, namespace_pattern, queue_name_for
 from pipeline.streams.wire import decode_entry
+from pipeline.version import __version__
 
+from .build_info import register_build_info
 from .health import HealthServer
+from .idle_consumers import remove_idle_consumers
 from .queue_metrics import PipelineCollector, scrape_targets
 
 logger = logging.getLogger(__name__)
@@ -53,8 +67,15 @@ REAP_LOCK_MIN_S = 2.0
 #: How many times one reaping reads a dead processor's queue again when frames keep arriving.
 REAP_PASSES = 5
 
+#: How many idle-consumer passes run per ``idle_consumer_s``: a consumer is removed at most a
+#: quarter of that period later than it could be, and the queues are not scanned every tick.
+IDLE_PASSES_PER_PERIOD = 4
+
 #: A time after every retry's eta (ms since the epoch): promotes all delayed retries at once.
 FAR_FUTURE_MS = 2**52
+
+#: Intervals the jobs may go without a run before ``/health`` says the scheduler is unhealthy.
+MISSED_TICKS = 3
 
 
 class PipelineScheduler:
@@ -63,48 +84,59 @@ class PipelineScheduler:
     Parameters:
       broker: a broker carrying the routing middleware.
       interval_s: how often each job runs.
+      idle_consumer_s: how long a consumer holding nothing may show no sign of life before it
+        is removed from its group; defaults to ``FRAMEFLOW_IDLE_CONSUMER_S`` (300).
     """
 
-    def __init__(self, broker: RedisStreamsBroker, *, interval_s: float = 5.0) -> None:
+    def __init__(
+        self, broker: RedisStreamsBroker, *, interval_s: float = 5.0, idle_consumer_s: float | None = None
+    ) -> None:
         router = router_of(broker)
         if router is None:
             raise ValueError("the scheduler needs a broker with the routing middleware")
         self.broker = broker
         self.router = router
         self.interval_s = interval_s
+        self.idle_consumer_s = idle_consumer_s or Settings.from_env().idle_consumer_s
+        self._next_idle_pass = 0.0
         self.registry = ProcessorRegistry(broker.client, broker.namespace)
         self.health_stream = health_stream(broker.namespace)
-        self._processed: dict[str, int] = {}
-        self._last_beat = time.monotonic()
+        #: The last heartbeat time seen of each live processor, for the reaping's log line.
+        self._last_heartbeat: dict[str, float] = {}
         self._scheduler: BackgroundScheduler | BlockingScheduler | None = None
         #: What ``/metrics`` serves (see :meth:`serve_metrics`): the pipeline's queues, read at scrape time.
         self.metrics = CollectorRegistry(auto_describe=True)
         self.metrics.register(PipelineCollector(broker.client, broker.namespace))
+        register_build_info(self.metrics)
         self._metrics_server: HealthServer | None = None
+        self.started_at = time.time()
+        #: When each job last ran to its end (seconds since the epoch), for ``/health``.
+        self.jobs_last_run: dict[str, float] = {}
+        self.last_error = ""
 
     # -- jobs ------------------------------------------------------------------------------
     def tick(self) -> dict[str, Any]:
         """Run every job once (what each interval does); returns the health entry."""
-        reaped = self.reap_dead()
-        self.release_parked()
-        self.trim_dead_letters()
-        health = self.emit_health()
+        reaped = self._timed(self.reap_dead)
+        self._timed(self.release_parked)
+        self._timed(self.trim_dead_letters)
+        self._timed(self.remove_idle_consumers)
+        health = self._timed(self.emit_health)
         health["reaped"] = reaped
         return health
 
+    def _timed(self, job: Callable[[], Any]) -> Any:
+        outcome = job()
+        self.jobs_last_run[job.__name__] = time.time()
+        return outcome
+
     def emit_health(self) -> dict[str, Any]:
         processors = self.registry.list(include_dead=True)
-        now = time.monotonic()
-        elapsed, self._last_beat = max(now - self._last_beat, 1e-6), now
         live = [info for info in processors if info.alive]
         pipe = self.broker.client.pipeline(transaction=False)
         for info in live:
             pipe.xlen(self.broker.keys_for(info.queue_name).stream)
         backlogs = dict(zip((info.processor_id for info in live), pipe.execute(), strict=True))
-        processed_delta = 0
-        for info in live:
-            processed_delta += max(0, info.processed - self._processed.get(info.processor_id, info.processed))
-            self._processed[info.processor_id] = info.processed
         entry = {
             "at": repr(time.time()),
             "processors_up": str(len(live)),
@@ -112,7 +144,7 @@ class PipelineScheduler:
             "up": json.dumps(sorted(info.processor_id for info in live)),
             "down": json.dumps(sorted(info.processor_id for info in processors if not info.alive)),
             "backlog": json.dumps(backlogs, sort_keys=True),
-            "frames_per_s": f"{processed_delta / elapsed:.2f}",
+            "frames_per_s": f"{sum(info.frames_per_s for info in live):.2f}",
         }
         self.broker.client.xadd(self.health_stream, entry, maxlen=HEALTH_STREAM_LENGTH, approximate=True)  # type: ignore[arg-type]
         return entry
@@ -120,11 +152,32 @@ class PipelineScheduler:
     def reap_dead(self) -> dict[str, int]:
         """Re-route the queues of dead processors; returns ``{processor_id: frames re-routed}``."""
         reaped: dict[str, int] = {}
-        for processor_id in self.registry.dead_ids():
-            rerouted = self.reap(processor_id)
+        listed = self.registry.list(include_dead=True)
+        self._last_heartbeat = {
+            info.processor_id: self._last_heartbeat[info.processor_id]
+            for info in listed
+            if info.processor_id in self._last_heartbeat
+        }  # forgotten ids go
+        for info in listed:
+            if info.alive:
+                self._last_heartbeat[info.processor_id] = info.heartbeat_at
+                continue
+            rerouted = self.reap(info.processor_id)
             if rerouted is not None:
-                reaped[processor_id] = rerouted
+                reaped[info.processor_id] = rerouted
+                logger.warning(
+                    "Reaped dead processor %s (%s); %d queued frame(s) re-routed to live peers.",
+                    info.processor_id,
+                    self._last_heartbeat_seen(info.processor_id),
+                    rerouted,
+                )
         return reaped
+
+    def _last_heartbeat_seen(self, processor_id: str) -> str:
+        beat_at = self._last_heartbeat.get(processor_id)
+        if beat_at is None:
+            return "no heartbeat of it seen by this scheduler"
+        return f"last heartbeat {max(0.0, time.time() - beat_at):.1f}s ago"
 
     def reap(self, processor_id: str) -> int | None:
         """Re-route the queue of one processor that is not live and forget its id; returns the
@@ -168,7 +221,7 @@ class PipelineScheduler:
         else:
             logger.warning("The queue of dead processor %s is still being written to; next tick.", processor_id)
         if rerouted:
-            logger.warning("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
+            logger.info("Re-routed %d frame(s) of dead processor %s.", rerouted, processor_id)
         return rerouted
 
     def _promote_retries(self, keys: QueueKeys) -> None:
@@ -227,13 +280,25 @@ class PipelineScheduler:
             trimmed += int(self.broker.client.xtrim(key, minid=minimum, approximate=False))
         return trimmed
 
+    def remove_idle_consumers(self) -> int:
+        """Remove the consumers of dead workers from every queue's group (:mod:`.idle_consumers`),
+        unless a pass ran less than ``idle_consumer_s / IDLE_PASSES_PER_PERIOD`` ago; returns how many went."""
+        now = time.monotonic()
+        if now < self._next_idle_pass:
+            return 0
+        self._next_idle_pass = now + self.idle_consumer_s / IDLE_PASSES_PER_PERIOD
+        return sum(len(names) for names in remove_idle_consumers(self.broker, self.idle_consumer_s).values())
+
     # -- running ---------------------------------------------------------------------------
     def _safe_tick(self) -> None:
         try:
             self.tick()
+            self.last_error = ""
         except TRANSIENT_ERRORS as error:
+            self.last_error = f"Redis unreachable: {error}"
             logger.warning("Scheduler tick skipped, Redis unreachable: %s", error)
-        except Exception:
+        except Exception as error:
+            self.last_error = f"{type(error).__name__}: {error}"
             logger.exception("Scheduler tick failed")
 
     def _add_job(self, scheduler: BackgroundScheduler | BlockingScheduler) -> None:
@@ -267,14 +332,39 @@ class PipelineScheduler:
             self._metrics_server = None
 
     def serve_metrics(self, port: int, host: str | None = None) -> int:
-        """Serve the pipeline-wide metrics at ``http://host:port/metrics``, and the live processors'
-        ``/metrics`` endpoints as Prometheus HTTP service discovery at ``/targets`` (host:
-        ``FRAMEFLOW_HEALTH_HOST``, 127.0.0.1 by default; port 0: any free one). Returns the port."""
+        """Serve the pipeline-wide metrics at ``http://host:port/metrics``, every live processor
+        process's ``/metrics`` endpoint as Prometheus HTTP service discovery at ``/targets``, and
+        :meth:`health_report` at ``/health`` (host: ``FRAMEFLOW_HEALTH_HOST``, 127.0.0.1 by default;
+        port 0: any free one). Returns the port."""
         host = host or Settings.from_env().health_host
-        server = HealthServer(None, port, host, registry=self.metrics, targets=self.scrape_targets)
+        server = HealthServer(self.health_report, port, host, registry=self.metrics, targets=self.scrape_targets)
         self._metrics_server = server.start()
         return server.port
 
     def scrape_targets(self) -> list[dict[str, Any]]:
-        """The live processors' ``/metrics`` endpoints, for Prometheus's ``http_sd_configs``."""
-        return scrape_targets(self.registry.list())
+        """Every live processor process's ``/metrics`` endpoint, for Prometheus's ``http_sd_configs``."""
+        live = self.registry.list()
+        processes = ProcessEntries(self.broker.client, self.broker.namespace).of_each(
+            info.processor_id for info in live
+        )
+        return scrape_targets(each_process(live, processes))
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while Redis answers and the jobs ran within :data:`MISSED_TICKS` intervals
+        (of their last run, or of the scheduler's start before the first)."""
+        try:
+            reachable = bool(self.broker.client.ping())
+        except redis.RedisError:
+            reachable = False
+        last_run = self.jobs_last_run.get("emit_health", self.started_at)
+        on_time = time.time() - last_run <= MISSED_TICKS * self.interval_s
+        healthy = reachable and on_time
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "version": __version__,
+            "redis_reachable": reachable,
+            "interval_s": self.interval_s,
+            "jobs_last_run": {name: round(at, 3) for name, at in sorted(self.jobs_last_run.items())},
+            "last_error": self.last_error,
+        }
+        return healthy, body

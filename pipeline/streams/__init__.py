@@ -11,7 +11,9 @@ without loading anything above it). One module, one mechanism:
 * :mod:`.dispatch` — the one extension point for deciding where a message goes (routing fills it);
 * :mod:`.wire` and :mod:`.keys` — a message as a stream entry, and every key of a queue;
 * :mod:`.direct`, :mod:`.cluster`, :mod:`.connection` — the hot path's connections, Redis Cluster
-  and Sentinel URLs; :mod:`.embedded` — the embedded Redis; :mod:`.lua` — the scripts in ``scripts/``.
+  and Sentinel URLs; :mod:`.embedded` — the embedded Redis; :mod:`.lua` — the scripts in ``scripts/``;
+* :mod:`.shared_redis`, :mod:`.runtime_files`, :mod:`.redis_watchdog` — the Redis of a process with none
+  configured: localhost:6379, else one embedded Redis shared by the machine's processes.
 """
 
 from .broker import RedisStreamsBroker

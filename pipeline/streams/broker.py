@@ -50,13 +50,13 @@ from .consumer import StreamConsumer
 from .dead_letters import DeadLetterQueue
 from .direct import DirectRedis, RoundTrips
 from .dispatch import Dispatcher, Outcome
-from .embedded import EmbeddedRedis
 from .failures import FailureMemory
 from .hooks import HookTable
 from .keys import CONSUMER_GROUP, QueueKeys, queue_keys, validate_queue_name
 from .leases import HeldEntries, LeaseKeeper
 from .lua import register_scripts
 from .queue_view import QueueView
+from .shared_redis import DefaultRedis, default_redis
 from .wire import decode_envelope, delayed_member, encode_message
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,9 @@ class RedisStreamsBroker(Broker):
     Parameters:
       url: a Redis URL (``redis://``, ``rediss://``, ``unix://``; ``user:password@`` works), or a
         Redis Cluster's or Sentinel's (``redis+cluster://``, ``redis+sentinel://``: :mod:`pipeline.streams.connection`).
-        Defaults to ``REDIS_URL``; without one, an embedded Redis private to this
-        broker is started (and stopped by :meth:`close`).
+        Defaults to ``REDIS_URL``; without one, ``localhost:6379`` when it answers, else the
+        embedded Redis shared by this machine's frameflow processes (:mod:`pipeline.streams.shared_redis`),
+        found or started, and used until :meth:`close`.
       client: an existing :class:`redis.Redis` (or :class:`~redis.cluster.RedisCluster`) to use instead of ``url``.
       namespace: prefix of the broker's own keys (delayed sets, dead letters).
       middleware: as for :class:`dramatiq.Broker`.
@@ -101,13 +102,13 @@ class RedisStreamsBroker(Broker):
     ) -> None:
         super().__init__(middleware=middleware)
         settings = Settings.from_env()
-        self.embedded: EmbeddedRedis | None = None
+        #: The Redis chosen for want of configuration (released by :meth:`close`), else ``None``.
+        self.default_redis: DefaultRedis | None = None
         if client is None:
             url = url or settings.redis_url
             if url is None:
-                self.embedded = EmbeddedRedis().start()
-                url = self.embedded.url
-                logger.info("REDIS_URL is not set: started an embedded Redis at %s for this process.", url)
+                self.default_redis = default_redis(settings)
+                url = self.default_redis.url
             client = connect(url, **options)
         self.url = mask_url(url) if url else repr(client)
         self.client: redis.Redis | RedisCluster = client
@@ -329,10 +330,10 @@ class RedisStreamsBroker(Broker):
                 logger.warning("Closed with %d ack(s) unwritten; they will be redelivered.", batcher.pending)
         self.leases.stop()
         self.direct.close()
-        if self.embedded is not None:
+        if self.default_redis is not None:
             self.client.close()
-            self.embedded.stop()
-            self.embedded = None
+            self.default_redis.release()
+            self.default_redis = None
 
     # -- dead letters ----------------------------------------------------------------------
     def dead_letter_queue(self, queue_name: str) -> DeadLetterQueue:

@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import re
+import threading
 import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from pipeline.errors import RedisUnreachable
 from pipeline.settings import mask_url
@@ -45,6 +48,9 @@ logger = logging.getLogger(__name__)
 #: :func:`wait_until_reachable`'s first pause between attempts, doubled after each, up to the cap.
 REACHABLE_BACKOFF_FIRST_S = 0.1
 REACHABLE_BACKOFF_CAP_S = 5.0
+
+#: How long one try of :func:`wait_until_reachable` waits for each host (to connect, then to answer).
+PROBE_TIMEOUT_S = 2.0
 
 #: Errors worth retrying: the server went away or did not answer in time.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, ConnectionResetError)
@@ -133,25 +139,29 @@ def connect(url: str, **options: Any) -> RedisClient:
     return redis.Redis.from_url(url, retry=retry, **options)
 
 
-def wait_until_reachable(url: str, timeout_s: float = 0.0) -> None:
-    """Return once the Redis at ``url`` answers PING, trying for up to ``timeout_s`` seconds.
+def wait_until_reachable(url: str, timeout_s: float | None = 0.0, stopping: threading.Event | None = None) -> bool:
+    """Return ``True`` once the Redis at ``url`` answers PING, trying for up to ``timeout_s``
+    seconds (``None``: for as long as it takes); ``False`` as soon as ``stopping`` is set.
 
     Between attempts it waits 0.1 s, twice as long after each failure, 5 s at most, and
-    logs one WARNING per retry naming the URL (password masked): processes started
-    before their Redis say why they wait, without flooding the log.
+    logs one WARNING per retry naming the URL (password masked) and the pause: processes
+    started before their Redis say why they wait, without flooding the log. One attempt
+    gives each host :data:`PROBE_TIMEOUT_S` and is not retried inside redis-py, so sentinels
+    that do not answer cost seconds per attempt, not their product.
 
     Raises:
       RedisUnreachable: it did not answer in time, refused the credentials, or ``url`` is not
         a Redis URL; the message shows the URL with its password masked.
     """
-    deadline = time.monotonic() + timeout_s
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    stopping = stopping or threading.Event()
     pause = 0.0
-    while True:
+    while not stopping.is_set():
         client: RedisClient | None = None
         try:
             client = _probe_client(url)
             client.ping()
-            return
+            return True
         except ValueError as error:
             raise RedisUnreachable(f"bad Redis URL {mask_url(url)}: {error}") from None
         except redis.AuthenticationError as error:
@@ -161,35 +171,40 @@ def wait_until_reachable(url: str, timeout_s: float = 0.0) -> None:
                 ) from None
             raise RedisUnreachable(f"Redis at {mask_url(url)} refused the credentials: {error}") from None
         except (*TRANSIENT_ERRORS, RedisClusterException) as error:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RedisUnreachable(
-                    f"cannot reach Redis at {mask_url(url)}: {_without_password(error, url)}"
-                ) from None
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise RedisUnreachable(f"cannot reach Redis at {mask_url(url)}: {_reason(error, url)}") from None
             # One line per attempt, and the attempts back off: a few lines a minute at most.
-            pause = min(pause * 2, REACHABLE_BACKOFF_CAP_S, left) if pause else min(REACHABLE_BACKOFF_FIRST_S, left)
+            doubled = pause * 2 if pause else REACHABLE_BACKOFF_FIRST_S
+            pause = min(doubled, REACHABLE_BACKOFF_CAP_S, math.inf if left is None else left)
+            giving_up = "" if left is None else f" (giving up in {left:.0f}s)"
             logger.warning(
-                "Redis at %s is not answering (%s); retrying in %.1fs (giving up in %.0fs).",
+                "Redis at %s is not answering (%s); retrying in %.1fs%s.",
                 mask_url(url),
-                _without_password(error, url),
+                _reason(error, url),
                 pause,
-                left,
+                giving_up,
             )
         finally:
             if client is not None:
                 client.close()
-        time.sleep(pause)
+        stopping.wait(pause)
+    return False
 
 
 def _probe_client(url: str) -> RedisClient:
-    """A client that gives up fast, for :func:`wait_until_reachable`."""
+    """A client that gives up fast, for :func:`wait_until_reachable`: one try per host, no retries."""
     check_scheme(url)
     parsed = parse_multi_host_url(url)
-    quick = {"socket_connect_timeout": 2, "socket_timeout": 2}
+    quick: dict[str, Any] = {
+        "socket_connect_timeout": PROBE_TIMEOUT_S,
+        "socket_timeout": PROBE_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), retries=0),
+    }
     if parsed is None:
         return redis.Redis.from_url(url, **quick)
     if parsed.kind == "cluster":
-        return _cluster_client(parsed, retry=Retry(ExponentialBackoff(), retries=0), **quick)
+        return _cluster_client(parsed, **quick)
     return _sentinel_master(parsed, **quick)
 
 
@@ -243,6 +258,20 @@ def _database(text: str) -> int:
 def _has_password(url: str) -> bool:
     userinfo, at, _ = url.partition("://")[2].split("/", 1)[0].rpartition("@")
     return bool(at) and ":" in userinfo
+
+
+#: How redis-py names each sentinel in a :class:`MasterNotFoundError`: the client's whole repr.
+_SENTINEL_CLIENT_REPR = re.compile(r"<redis\.client\.Redis\(.*?\)>\)>\)> - (?:\w+:)?")
+
+
+def _reason(error: Exception, url: str) -> str:
+    """``error``'s text for one log line: the password masked, and no sentinel client's repr
+    (redis-py quotes one per sentinel, hundreds of characters each; the error that follows names
+    the sentinel's address)."""
+    text = _without_password(error, url)
+    if isinstance(error, MasterNotFoundError):
+        text = _SENTINEL_CLIENT_REPR.sub("", text).replace(" : ", ": ", 1)
+    return text
 
 
 def _without_password(error: Exception, url: str) -> str:

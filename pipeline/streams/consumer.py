@@ -17,6 +17,7 @@ from dramatiq.errors import ConnectionClosed
 from redis.exceptions import ResponseError
 
 from pipeline.errors import MalformedEntry
+from pipeline.settings import MIN_IDLE_CONSUMER_S
 
 from .connection import TRANSIENT_ERRORS
 from .wire import decode_entry, encode_envelope
@@ -28,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 #: Upper bound on how long lapsed leases and due delayed messages wait for a busy consumer to look.
 HOUSEKEEPING_INTERVAL_S = 0.25
+
+#: How often a consumer says it lives (its name, scored with the time, in the queue's consumers set),
+#: whatever it is doing: the scheduler removes from the group a consumer that holds nothing and has
+#: not said so for a while (``remove_idle_consumers.lua``).
+LIVENESS_INTERVAL_S = MIN_IDLE_CONSUMER_S / 3
 
 #: Text and bytes values longer than this show in log lines as their length only.
 LOGGED_VALUE_MAX = 120
@@ -102,7 +108,8 @@ class StreamConsumer(Consumer):
 
     ``__next__`` blocks on ``XREADGROUP`` for at most ``timeout`` ms; before
     blocking it runs ``claim.lua`` (due delayed messages, lapsed leases, poison)
-    at most every :data:`HOUSEKEEPING_INTERVAL_S`, or when a delayed message falls due.
+    at most every :data:`HOUSEKEEPING_INTERVAL_S`, or when a delayed message falls due,
+    and says it lives every :data:`LIVENESS_INTERVAL_S`, even while its prefetch is full.
     ``ack``/``nack`` are called from worker threads and are thread-safe.
     """
 
@@ -122,6 +129,7 @@ class StreamConsumer(Consumer):
         self._next_due_ms: float | None = None
         self._due_hint_ms: float | None = None
         self._visible = False
+        self._next_touch = 0.0
         broker.leases.watch(self)
 
     # -- lease holder ------------------------------------------------------------------------
@@ -205,6 +213,7 @@ class StreamConsumer(Consumer):
                     except MalformedEntry as error:
                         self._reject_malformed(entry_id, str(error))
                         continue
+                self._say_alive()
                 free = self._wait_for_slots()
                 if free <= 0:
                     return None
@@ -217,6 +226,17 @@ class StreamConsumer(Consumer):
             raise ConnectionClosed(error) from None
 
     # -- internals ---------------------------------------------------------------------------
+    def _say_alive(self) -> None:
+        """Touch this consumer's name in the queue's consumers set, at most every :data:`LIVENESS_INTERVAL_S`:
+        an idle live consumer is told from a dead one by that, not by Redis's idle time (which a
+        blocked ``XREADGROUP`` resets on some versions and not on others)."""
+        now = time.monotonic()
+        if now < self._next_touch:
+            return
+        # The worker's clock, as Dramatiq's RedisBroker heartbeats: the least-privilege ACL user may not run TIME.
+        self.broker.client.zadd(self.keys.consumers, {self.consumer_name: int(time.time() * 1000)})
+        self._next_touch = now + LIVENESS_INTERVAL_S
+
     def _wait_for_slots(self) -> int:
         return self._held.wait_for_slots(self.prefetch, self.timeout / 1000)
 
@@ -244,7 +264,7 @@ class StreamConsumer(Consumer):
                 return claimed
             now_ms = time.time() * 1000
             next_due = self._next_due()
-        block_ms = self.timeout
+        block_ms = min(self.timeout, int(LIVENESS_INTERVAL_S * 1000))  # back in time to say it lives
         if next_due is not None:
             block_ms = int(min(block_ms, max(1, next_due - now_ms)))
         try:

@@ -45,12 +45,18 @@ def queue_name_for(stream: str) -> str:
 
 
 class QueueKeys(NamedTuple):
-    """The keys of one queue; they all share the stream's hash slot."""
+    """The keys of one queue; they all share the stream's hash slot.
+
+    ``consumers`` is a sorted set: each consumer of the queue's group, scored with the last time
+    (epoch ms, the worker's clock) it said it lives (``StreamConsumer``, every second), so that removing the
+    consumers of dead workers (``remove_idle_consumers.lua``) never relies on how a Redis version
+    counts a blocked reader's idle time."""
 
     stream: str
     delayed: str
     dead: str
     drops: str
+    consumers: str
 
 
 def queue_keys(namespace: str, queue_name: str) -> QueueKeys:
@@ -61,7 +67,14 @@ def queue_keys(namespace: str, queue_name: str) -> QueueKeys:
         delayed=f"{namespace}:delayed:{tag}",
         dead=f"{namespace}:dead:{tag}",
         drops=f"{namespace}:drops:{tag}",
+        consumers=f"{namespace}:consumers:{tag}",
     )
+
+
+def tagged_stream(key: str) -> str:
+    """The stream a companion key of :func:`queue_keys` belongs to: the text between its braces."""
+    start = key.index("{") + 1
+    return key[start : key.index("}", start)]
 
 
 def namespace_pattern(namespace: str, kind: str) -> str:

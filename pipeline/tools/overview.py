@@ -78,16 +78,13 @@ def take_snapshot(client: redis.Redis, namespace: str) -> PipelineSnapshot:
     return PipelineSnapshot(at=time.time(), processors=processors, queues=queues, parked=parked)
 
 
-def processing_rates(previous: PipelineSnapshot | None, current: PipelineSnapshot) -> dict[str, float]:
-    """Frames processed per second by each processor between two snapshots (from their heartbeats)."""
-    if previous is None:
-        return {}
-    elapsed = max(current.at - previous.at, 1e-6)
-    before = {info.processor_id: info.processed for info in previous.processors if info.alive}
+def processing_rates(snapshot: PipelineSnapshot) -> dict[str, float]:
+    """Frames processed per second by each processor that beats on time, as its last heartbeat
+    measured it (over the heartbeat's own interval: readers' clocks play no part)."""
     return {
-        info.processor_id: max(0, info.processed - before[info.processor_id]) / elapsed
-        for info in current.processors
-        if info.alive and info.processor_id in before
+        info.processor_id: info.frames_per_s
+        for info in snapshot.processors
+        if info.alive and not info.is_stale(snapshot.at)
     }
 
 

@@ -290,7 +290,7 @@ def _forget(client: redis.Redis, namespace: str, plan: SoakPlan) -> None:
     for processor_id in plan.processor_ids:
         queue_name = processor_queue(processor_id)
         queue = queue_keys(namespace, queue_name)
-        keys += [queue.stream, queue.delayed, queue.dead, queue.drops, counts_key(namespace, queue_name)]
+        keys += [*queue, counts_key(namespace, queue_name)]  # every companion key of the queue
     client.delete(*keys)
 
 

@@ -1,4 +1,4 @@
-"""The CLI's read-only views: ``processors``, ``queues``, ``top``, ``results``, and how they print."""
+"""The CLI's read-only views: ``processors``, ``queues``, ``top``, ``results``, and how they (and the cameras) print."""
 
 from __future__ import annotations
 
@@ -21,9 +21,14 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cameras.state import CameraStateStore
+from pipeline.domain.process_entries import ProcessEntries
 from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
 from pipeline.domain.results import RESULT_FIELDS, result_problem
 from pipeline.tools.overview import ParkedSnapshot, PipelineSnapshot, QueueSnapshot, processing_rates, take_snapshot
+
+from .camera_rows import CAMERA_COLUMNS, camera_row
+from .process_rows import process_listing, process_row
 
 if TYPE_CHECKING:
     import redis
@@ -60,10 +65,12 @@ def age(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def processor_state(info: ProcessorInfo) -> str:
+def processor_state(info: ProcessorInfo, now: float | None = None) -> str:
     if not info.alive:
         return "dead"
-    states = ["draining"] if info.draining else []
+    states = ["stale"] if info.is_stale(now) else []  # killed or stalled: not reaped yet
+    if info.draining:
+        states.append("draining")
     if info.breaker != BREAKER_CLOSED:
         states.append(f"breaker {info.breaker.replace('_', '-')}")
     return ", ".join(states) or "live"
@@ -100,8 +107,15 @@ def until_interrupted() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None = None) -> Table:
+def processors_table(
+    infos: list[ProcessorInfo],
+    rates: dict[str, float] | None = None,
+    processes: dict[str, list[ProcessorInfo]] | None = None,
+) -> Table:
+    """One row per processor; under a processor run as several processes, one indented row
+    per process (``└ pid N``: its own counters, heartbeat and host), from ``processes``."""
     now = time.time()
+    processes = processes or {}
     table = Table(title="processors", title_justify="left")
     counters = ("capacity", "in flight", "processed", "failed", "rejected")
     for name in ("processor", "capabilities", "capacity", "state", "in flight", "processed", "failed", "rejected"):
@@ -120,7 +134,7 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
             info.processor_id,
             ", ".join(info.capabilities),
             str(info.capacity),
-            processor_state(info),
+            processor_state(info, now),
             str(info.in_flight),
             str(info.processed),
             str(info.failed),
@@ -129,8 +143,15 @@ def processors_table(infos: list[ProcessorInfo], rates: dict[str, float] | None 
         if rates is not None:
             rate = rates.get(info.processor_id)
             row.append("-" if rate is None else f"{rate:.1f}")
-        row += [f"{info.latency_ms:.1f}", age(now - info.heartbeat_at) + " ago", f"{info.host}:{info.pid}"]
+        own = processes.get(info.processor_id, [])
+        several = own if len(own) > 1 else []
+        host = f"{len(several)} processes" if several else f"{info.host}:{info.pid}"
+        row += [f"{info.latency_ms:.1f}", age(now - info.heartbeat_at) + " ago", host]
         table.add_row(*row)
+        for process in several:
+            heartbeat = age(now - process.heartbeat_at) + " ago"
+            state = processor_state(process)
+            table.add_row(*process_row(process, state=state, heartbeat=heartbeat, with_rate=rates is not None))
     return table
 
 
@@ -172,14 +193,25 @@ def parked_table(parked: list[ParkedSnapshot]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
 def processors(obj: CliContext, as_json: bool) -> None:
-    """Every registered processor: capabilities, capacity, state, counters, heartbeat age, host."""
+    """Every registered processor: capabilities, capacity, state, counters, heartbeat age, host;
+    under a processor run as several processes, one row per process."""
     infos = ProcessorRegistry(obj.client(), obj.namespace).list(include_dead=True)
+    processes = ProcessEntries(obj.client(), obj.namespace).of_each(info.processor_id for info in infos if info.alive)
     if as_json:
-        print_json([{**dataclasses.asdict(info), "state": processor_state(info)} for info in infos])
+        print_json(
+            [
+                {
+                    **dataclasses.asdict(info),
+                    "state": processor_state(info),
+                    "processes": process_listing(processes.get(info.processor_id, [])),
+                }
+                for info in infos
+            ]
+        )
     elif not infos:
         console.print("no processors registered")
     else:
-        console.print(processors_table(infos))
+        console.print(processors_table(infos, processes=processes))
 
 
 @click.command()
@@ -204,6 +236,16 @@ def queues(obj: CliContext, as_json: bool) -> None:
         console.print(parked_table(snapshot.parked))
 
 
+def cameras_table(states: list[dict[str, Any]]) -> Table:
+    """The cameras' state as ``frameflow cameras run`` writes it (``frameflow cameras``, ``frameflow top``)."""
+    table = Table(title="cameras")
+    for column in CAMERA_COLUMNS:
+        table.add_column(column, justify="right" if column.startswith(("fps", "reconnects")) else "left")
+    for state in states:
+        table.add_row(*camera_row(state, age=age, text=plain))
+    return table
+
+
 # -- top -------------------------------------------------------------------------------------
 @click.command()
 @click.option(
@@ -221,33 +263,36 @@ def queues(obj: CliContext, as_json: bool) -> None:
 def top(obj: CliContext, interval: float, iterations: int, once: bool) -> None:
     """A live view of processors (frames/s, latency, in flight) and queues (backlog, pending, dead letters)."""
     client = obj.client()
-    current = take_snapshot(client, obj.namespace)
+    snapshot = take_snapshot(client, obj.namespace)
     if once:
-        console.print(_top_view(obj, None, current))
+        console.print(_top_view(obj, snapshot))
         return
-    with until_interrupted(), Live(_top_view(obj, None, current), console=console, auto_refresh=False) as live:
+    with until_interrupted(), Live(_top_view(obj, snapshot), console=console, auto_refresh=False) as live:
         shown = 1
         while not iterations or shown < iterations:
             time.sleep(interval)  # the refresh period, not a wait for anything
-            previous, current = current, take_snapshot(client, obj.namespace)
-            live.update(_top_view(obj, previous, current), refresh=True)
+            live.update(_top_view(obj, take_snapshot(client, obj.namespace)), refresh=True)
             shown += 1
     if not console.is_terminal:
         console.line()
 
 
-def _top_view(obj: CliContext, previous: PipelineSnapshot | None, current: PipelineSnapshot) -> Group:
-    rates = processing_rates(previous, current)
-    live = sum(1 for info in current.processors if info.alive)
+def _top_view(obj: CliContext, snapshot: PipelineSnapshot) -> Group:
+    rates = processing_rates(snapshot)
+    dead = sum(1 for info in snapshot.processors if not info.alive)
+    stale = sum(1 for info in snapshot.processors if info.is_stale(snapshot.at))
     header = (
-        f"[bold]frameflow top[/]  {obj.masked_url}  {datetime.fromtimestamp(current.at):%H:%M:%S}  "
-        f"processors: {live} live, {len(current.processors) - live} dead  "
-        f"frames/s: {sum(rates.values()):.1f}  backlog: {sum(q.backlog for q in current.queues)}  "
-        f"dead letters: {sum(q.dead_letters for q in current.queues)}"
+        f"[bold]frameflow top[/]  {obj.masked_url}  {datetime.fromtimestamp(snapshot.at):%H:%M:%S}  "
+        f"processors: {len(snapshot.processors) - dead - stale} live, {stale} stale, {dead} dead  "
+        f"frames/s: {sum(rates.values()):.1f}  backlog: {sum(q.backlog for q in snapshot.queues)}  "
+        f"dead letters: {sum(q.dead_letters for q in snapshot.queues)}"
     )
-    parts: list[Any] = [header, processors_table(current.processors, rates), queues_table(current.queues)]
-    if current.parked:
-        parts.append(parked_table(current.parked))
+    parts: list[Any] = [header, processors_table(snapshot.processors, rates), queues_table(snapshot.queues)]
+    if snapshot.parked:
+        parts.append(parked_table(snapshot.parked))
+    cameras = CameraStateStore(obj.client(), obj.namespace).read()
+    if cameras:
+        parts.append(cameras_table(cameras))
     return Group(*parts)
 
 

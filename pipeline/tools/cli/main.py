@@ -35,10 +35,11 @@ from pipeline.errors import FrameflowError, ProcessorLoadError
 from pipeline.mqtt.command import mqtt
 from pipeline.processes.processor import ProcessorClient
 from pipeline.settings import Settings, mask_url
-from pipeline.streams.connection import wait_until_reachable
 from pipeline.streams.embedded import EmbeddedRedis
+from pipeline.streams.shared_redis import LOCAL_REDIS_URL, running_shared_redis, shared_redis_users, stop_shared_redis
 
-from .context import DEFAULT_REDIS_URL, CliContext
+from .cameras import cameras
+from .context import DEFAULT_REDIS_DESCRIPTION, CliContext
 from .dlq import dlq
 from .drain import deregister, drain
 from .enqueue import enqueue
@@ -61,7 +62,7 @@ class FrameflowGroup(click.Group):
 
 def _one_line(error: BaseException, ctx: click.Context) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
-    url = ctx.obj.url if isinstance(ctx.obj, CliContext) else DEFAULT_REDIS_URL
+    url = ctx.obj.known_url if isinstance(ctx.obj, CliContext) else LOCAL_REDIS_URL
     if isinstance(error, redis.RedisError):
         text = f"Redis at {mask_url(url)}: {text}"
     password = urlsplit(url).password
@@ -70,14 +71,21 @@ def _one_line(error: BaseException, ctx: click.Context) -> str:
 
 @click.group(cls=FrameflowGroup)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors, and debug logs.")
-@click.option("--redis-url", metavar="URL", help=f"The Redis to use [default: REDIS_URL, else {DEFAULT_REDIS_URL}].")
+@click.option(
+    "--redis-url",
+    metavar="URL",
+    help=f"The Redis to use [default: REDIS_URL, else {DEFAULT_REDIS_DESCRIPTION}].",
+)
 @click.option(
     "--wait-for-redis",
     "wait_for_redis_s",
     type=click.FloatRange(min=0),
     default=0.0,
     metavar="SECONDS",
-    help="Wait this long for Redis to answer before giving up (for processes started together).",
+    help=(
+        "Wait this long for Redis to answer before giving up (for processes started together). "
+        "Without it `worker` waits FRAMEFLOW_WAIT_FOR_REDIS seconds, as long as it takes when that is 0."
+    ),
 )
 @click.pass_context
 def main(context: click.Context, debug: bool, redis_url: str | None, wait_for_redis_s: float) -> None:
@@ -90,7 +98,7 @@ def main(context: click.Context, debug: bool, redis_url: str | None, wait_for_re
     context.call_on_close(context.obj.close)
 
 
-for command in (processors, queues, top, results, dlq, deregister, drain, enqueue, ingest):
+for command in (processors, queues, top, results, dlq, deregister, drain, enqueue, ingest, cameras):
     main.add_command(command)
 
 
@@ -102,7 +110,7 @@ def _log_info(obj: CliContext) -> None:
 
 
 # -- processes -----------------------------------------------------------------------------
-@main.command()
+@main.group(name="redis", invoke_without_command=True)
 @click.option("--port", default=6379, show_default=True, help="TCP port on 127.0.0.1 (0: any free port).")
 @click.option("--appendonly/--no-appendonly", default=True, show_default=True, help="AOF persistence.")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), help="Data directory (default: a temporary one).")
@@ -113,13 +121,19 @@ def _log_info(obj: CliContext) -> None:
     type=click.FloatRange(min=0),
     help="On SIGINT/SIGTERM, seconds to wait for clients to disconnect before stopping.",
 )
-def redis_command(port: int, appendonly: bool, data_dir: str | None, linger: float) -> None:
+@click.pass_context
+def redis_command(context: click.Context, port: int, appendonly: bool, data_dir: str | None, linger: float) -> None:
     """Run the embedded Redis in the foreground until SIGINT or SIGTERM.
 
     The server runs in a session of its own: when a process manager (honcho) or a
     terminal signals the whole group, the server keeps serving the other processes
     while they shut down, for up to --linger seconds, then stops.
+
+    `frameflow redis status` and `frameflow redis stop` show and stop the shared
+    embedded Redis that processes without REDIS_URL start and find.
     """
+    if context.invoked_subcommand is not None:
+        return
     server = EmbeddedRedis(port=port, appendonly=appendonly, data_dir=data_dir, new_session=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -135,7 +149,28 @@ def redis_command(port: int, appendonly: bool, data_dir: str | None, linger: flo
     console.print("embedded Redis stopped")
 
 
-main.add_command(redis_command, name="redis")
+@redis_command.command(name="status")
+def redis_status() -> None:
+    """Show the shared embedded Redis (its URL, who started it, its users)."""
+    record = running_shared_redis()
+    if record is None:
+        console.print(f"no shared embedded Redis runs (runtime folder {Settings.from_env().runtime_dir})")
+        return
+    users = ", ".join(str(user.pid) for user in shared_redis_users()) or "none (stopping after the grace period)"
+    console.print(
+        f"shared embedded Redis at {mask_url(record.url)} (started by pid {record.started_by}, "
+        f"watchdog pid {record.watchdog.pid}); users: {users}"
+    )
+
+
+@redis_command.command(name="stop")
+def redis_stop() -> None:
+    """Stop the shared embedded Redis now; the processes using it lose it."""
+    record = stop_shared_redis()
+    if record is None:
+        console.print(f"no shared embedded Redis runs (runtime folder {Settings.from_env().runtime_dir})")
+        return
+    console.print(f"stopped the shared embedded Redis at {mask_url(record.url)} (started by pid {record.started_by})")
 
 
 def _wait_for_clients_to_leave(url: str, timeout_s: float) -> None:
@@ -160,7 +195,7 @@ def _wait_for_clients_to_leave(url: str, timeout_s: float) -> None:
 )
 @click.pass_obj
 def scheduler(obj: CliContext, interval: float, metrics_port: int | None) -> None:
-    """Emit the pipeline's health heartbeat, reap dead processors, trim dead letters."""
+    """Emit the pipeline's health heartbeat, reap dead processors, trim dead letters, forget dead workers' consumers."""
     from middleware.routing import CapabilityRouter
     from pipeline.processes.scheduler import PipelineScheduler
 
@@ -184,8 +219,16 @@ def scheduler(obj: CliContext, interval: float, metrics_port: int | None) -> Non
 
 @main.command()
 @click.argument("target", metavar="MODULE[:CLASS]")
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve /health and /metrics on this port (0: any free port, announced in the registry) "
+    "[default: HEALTH_PORT, else the processor's own health_port].",
+)
 @click.pass_obj
-def worker(obj: CliContext, target: str) -> None:
+def worker(obj: CliContext, target: str, health_port: int | None) -> None:
     """Run one processor the seed's way, in this process, until SIGINT or SIGTERM.
 
     MODULE alone runs the processor instance the module builds (workers.sample's
@@ -193,12 +236,20 @@ def worker(obj: CliContext, target: str) -> None:
     takes no arguments, or a function that returns a processor. For several
     worker processes of one processor, use Dramatiq's CLI instead:
     `dramatiq pipeline.broker MODULE -p N`.
+
+    A Redis that does not answer yet is waited for (see --wait-for-redis), a
+    WARNING line per try; SIGINT or SIGTERM during that wait stop it at once.
     """
     _log_info(obj)
-    wait_until_reachable(obj.url, obj.wait_for_redis_s)  # before the module builds its processor
     os.environ["REDIS_URL"] = obj.url  # which the processor reads when it is built
     put_current_folder_on_path()
     processor = load_processor(target)
+    if obj.wait_for_redis_s:
+        processor.wait_for_redis_s = obj.wait_for_redis_s
+    if health_port is not None:
+        processor.health_port = health_port
+    elif processor.health_port is None:  # a processor built without options_from_env
+        processor.health_port = Settings.from_env().health_port
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     signal.signal(signal.SIGINT, lambda *_: processor.stop())
     console.print(
