@@ -115,7 +115,14 @@ def test_every_hand_has_21_landmarks_inside_its_box(gestures: GestureDetectionPr
     x1, y1, x2, y2 = hand["box"]
     assert len(hand["landmarks"]) == 21
     assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in hand["landmarks"])
-    assert result["gestures"] == [{"label": "rock", "hand": hand["handedness"], "confidence": pytest.approx(1, 0.2)}]
+    (gesture,) = result["gestures"]
+    assert gesture == {
+        "label": "rock",
+        "hand": hand["handedness"],
+        "confidence": gesture["confidence"],
+        "box": [x1, y1, x2, y2],
+    }
+    assert 0.5 < gesture["confidence"] <= 1
 
 
 def test_the_astronaut_makes_no_gesture(gestures: GestureDetectionProcessor) -> None:
@@ -177,3 +184,20 @@ def test_a_frame_older_than_its_cameras_last_is_detected_without_tracking(
     assert isinstance(first, dict) and isinstance(second, dict)
     assert (first["tracked"], second["tracked"]) == (True, False)
     assert second["gesture"] == first["gesture"] == "rock"
+
+
+def test_a_gesture_result_maps_to_an_mqtt_observation_with_the_readmes_mapping(
+    gestures: GestureDetectionProcessor,
+) -> None:
+    from pipeline.domain.results import result_fields
+    from pipeline.mqtt.mapping import ResultMapping
+
+    (_, frame) = next(item for item in photo_frames() if item[0] == "rock")
+    result = gestures.process_batch([frame])[0]
+    assert isinstance(result, dict)
+    identity = {"frame_id": "f-1", "camera_id": "porch", "timestamp": "2026-01-01T00:00:00+00:00"}
+    fields = result_fields(result, identity, processor_id="gesture-detection-1", latency_ms=1.0)
+    rule = {"items": "gestures", "label_key": "label", "score_key": "confidence"}
+    mapping = ResultMapping.from_dict({"streams": {RESULT_STREAM: rule}})
+    (observation,) = mapping.observations(RESULT_STREAM, fields)
+    assert (observation.camera, observation.label, len(observation.detections)) == ("porch", "rock", 1)

@@ -6,8 +6,10 @@ Results go to ``gestures:detected``, one per frame:
 * ``hands_detected`` and ``hands``, each with ``handedness`` (``Left``/``Right``, as
   MediaPipe names it), ``score``, ``landmarks`` (21 [x, y] in pixels of the frame) and
   ``box`` (x1, y1, x2, y2 around them);
-* ``gestures``: per hand its ``label``, ``hand`` and ``confidence`` (``none`` when no
-  rule matches), and ``gesture``, the most confident label of the frame;
+* ``gestures``: one per hand making a gesture, with its ``label``, ``hand``, ``confidence``
+  and ``box`` (a hand that makes none is only in ``hands``), and ``gesture``, the most
+  confident label of the frame (``none`` without one). Each entry is a detection the MQTT
+  bridge can map (``{items: gestures, label_key: label, score_key: confidence}``);
 * ``events``: ``gesture_started`` / ``gesture_ended`` when a gesture has been held for
   ``FRAMEFLOW_GESTURE_HOLD_FRAMES`` frames of the camera, or let go for as many
   (:mod:`workers.held_gestures`); usually empty.
@@ -145,13 +147,14 @@ class GestureDetectionProcessor(ProcessorClient):
         picture = np.asarray(decode_frame_image(frame))
         camera_id = frame.get(b"camera_id", b"").decode("utf-8", "replace")
         hands, track = self.tracks.detect(camera_id, picture, _timestamp_us(frame))
-        gestures = [self._gesture(hand) for hand in hands]
-        events = track.held.observe((g["label"], g["hand"]) for g in gestures) if track is not None else []
+        listed = [_hand_fields(hand) for hand in hands]
+        gestures = [self._gesture(hand, fields["box"]) for hand, fields in zip(hands, listed, strict=True)]
         named = [g for g in gestures if g["label"] != NO_GESTURE]
+        events = track.held.observe((g["label"], g["hand"]) for g in named) if track is not None else []
         return {
             "hands_detected": len(hands),
-            "hands": [_hand_fields(hand) for hand in hands],
-            "gestures": gestures,
+            "hands": listed,
+            "gestures": named,
             "gesture": max(named, key=lambda g: g["confidence"])["label"] if named else NO_GESTURE,
             "events": events,
             "tracked": track is not None,
@@ -160,9 +163,9 @@ class GestureDetectionProcessor(ProcessorClient):
             "model": self.model_name,
         }
 
-    def _gesture(self, hand: Hand) -> dict[str, Any]:
+    def _gesture(self, hand: Hand, box: list[float]) -> dict[str, Any]:
         label, confidence = self.classifier.classify(hand_pose(hand.world, hand.pixels))
-        return {"label": label, "hand": hand.handedness, "confidence": round(confidence, 3)}
+        return {"label": label, "hand": hand.handedness, "confidence": round(confidence, 3), "box": box}
 
 
 def _hand_fields(hand: Hand) -> dict[str, Any]:
