@@ -186,18 +186,21 @@ def test_a_frame_older_than_its_cameras_last_is_detected_without_tracking(
     assert second["gesture"] == first["gesture"] == "rock"
 
 
-def test_a_gesture_result_maps_to_an_mqtt_observation_with_the_readmes_mapping(
+def test_gesture_results_map_to_mqtt_observations_with_the_readmes_mapping(
     gestures: GestureDetectionProcessor,
 ) -> None:
+    """A hand making a gesture is one observation of it; a hand making none is no observation."""
     from pipeline.domain.results import result_fields
     from pipeline.mqtt.mapping import ResultMapping
 
-    (_, frame) = next(item for item in photo_frames() if item[0] == "rock")
-    result = gestures.process_batch([frame])[0]
-    assert isinstance(result, dict)
-    identity = {"frame_id": "f-1", "camera_id": "porch", "timestamp": "2026-01-01T00:00:00+00:00"}
-    fields = result_fields(result, identity, processor_id="gesture-detection-1", latency_ms=1.0)
     rule = {"items": "gestures", "label_key": "label", "score_key": "confidence"}
     mapping = ResultMapping.from_dict({"streams": {RESULT_STREAM: rule}})
-    (observation,) = mapping.observations(RESULT_STREAM, fields)
-    assert (observation.camera, observation.label, len(observation.detections)) == ("porch", "rock", 1)
+    identity = {"frame_id": "f-1", "camera_id": "porch", "timestamp": "2026-01-01T00:00:00+00:00"}
+    by_stem = {frame[b"frame_id"].decode(): frame for _, frame in photo_frames()}
+    seen = {}
+    for stem in ("09a619ab-cdf7-4a66-911f-347113f050f1", "00af1db1-7c86-4e9b-9383-1fbd06c3492d"):
+        result = gestures.process_batch([by_stem[stem]])[0]
+        assert isinstance(result, dict) and result["hands_detected"] == 1, result
+        fields = result_fields(result, identity, processor_id="gesture-detection-1", latency_ms=1.0)
+        seen[stem] = [(o.label, len(o.detections)) for o in mapping.observations(RESULT_STREAM, fields)]
+    assert list(seen.values()) == [[("rock", 1)], []], seen
