@@ -160,7 +160,7 @@ def test_a_camera_idle_past_its_reset_time_starts_afresh_and_others_keep_theirs(
     from workers.held_gestures import HeldGestures
 
     model = hand_landmarker_task().read_bytes()
-    for idle_reset_s, expected_resets in ((3600.0, 2), (0.0, 4)):
+    for idle_reset_s, expected_resets, left in ((3600.0, 2, ["porch", "garden"]), (0.0, 4, ["garden"])):
         tracks = CameraTracks(model, max_hands=1, held=lambda: HeldGestures(2), idle_reset_s=idle_reset_s)
         try:
             first = tracks.track("porch")
@@ -169,8 +169,22 @@ def test_a_camera_idle_past_its_reset_time_starts_afresh_and_others_keep_theirs(
             tracks.track("garden")
             assert (again is first) == (expected_resets == 2)  # kept while active, new once idle too long
             assert tracks.resets == expected_resets
+            assert tracks.cameras == left  # an idle camera's tracker (50 MB) is closed, not kept
         finally:
             tracks.close()
+
+
+def test_past_max_cameras_the_least_recently_seen_camera_is_forgotten() -> None:
+    from workers.hand_tracking import CameraTracks
+    from workers.held_gestures import HeldGestures
+
+    tracks = CameraTracks(hand_landmarker_task().read_bytes(), max_hands=1, held=lambda: HeldGestures(2), max_cameras=2)
+    try:
+        for camera in ("porch", "garden", "porch", "hall"):
+            tracks.track(camera)
+        assert tracks.cameras == ["porch", "hall"]
+    finally:
+        tracks.close()
 
 
 def test_a_frame_older_than_its_cameras_last_is_detected_without_tracking(

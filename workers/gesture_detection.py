@@ -33,7 +33,8 @@ or as Dramatiq worker processes (one process: the trackers live in it)::
 Environment: ``PROCESSOR_ID`` (``gesture-detection-1``), ``PROCESSOR_CAPACITY`` (5),
 ``HEALTH_CHECK_INTERVAL`` (5), and the model settings of :mod:`workers.settings`
 (``FRAMEFLOW_GESTURE_WEIGHTS``, ``FRAMEFLOW_GESTURE_HOLD_FRAMES``, ``FRAMEFLOW_GESTURE_RULES``,
-``FRAMEFLOW_MAX_HANDS``, ``FRAMEFLOW_MAX_BATCH``, ``FRAMEFLOW_MAX_WAIT_MS``). Needs the
+``FRAMEFLOW_MAX_HANDS``, ``FRAMEFLOW_GESTURE_MAX_CAMERAS``, ``FRAMEFLOW_MAX_BATCH``,
+``FRAMEFLOW_MAX_WAIT_MS``). Needs the
 ``gestures`` extra: ``pip install 'frameflow[gestures]'``.
 """
 
@@ -116,7 +117,12 @@ class GestureDetectionProcessor(ProcessorClient):
                     f"to a hand_landmarker.task file"
                 )
             hold = self.settings.gesture_hold_frames
-            tracks = CameraTracks(path.read_bytes(), max_hands=self.settings.max_hands, held=lambda: HeldGestures(hold))
+            tracks = CameraTracks(
+                path.read_bytes(),
+                max_hands=self.settings.max_hands,
+                held=lambda: HeldGestures(hold),
+                max_cameras=self.settings.gesture_max_cameras,
+            )
             tracks.detect_still(np.full((480, 640, 3), 114, dtype=np.uint8))  # the first call's one-off costs
             self.tracks = tracks
         logger.info("%s loaded on cpu.", self.model_name)

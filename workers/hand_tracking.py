@@ -11,8 +11,9 @@ camera's state alone.
 
 A camera's state is reset (a new tracker, no held gesture) when it has been idle for
 ``idle_reset_s``: its frames went elsewhere meanwhile (the router moved the camera to
-another instance and back), or it stopped. At most ``max_cameras`` trackers are kept;
-the least recently used goes first.
+another instance and back), or it stopped; idle trackers are closed as soon as another
+camera's frame comes. A tracker holds about 50 MB (its own copy of both networks), so at
+most ``max_cameras`` are kept, the least recently used closed first.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class CameraTracks:
         max_hands: int,
         held: Callable[[], HeldGestures],
         idle_reset_s: float = 10.0,
-        max_cameras: int = 64,
+        max_cameras: int = 16,
     ) -> None:
         self.model = model
         self.max_hands = max_hands
@@ -123,14 +124,14 @@ class CameraTracks:
     def track(self, camera_id: str) -> CameraTrack:
         """The camera's track, new when it had none or was idle past ``idle_reset_s``."""
         with self._lock:
+            now = time.monotonic()
+            for idle in [name for name, kept in self._tracks.items() if now - kept.used_at > self.idle_reset_s]:
+                self._tracks.pop(idle).landmarker.close()
             track = self._tracks.pop(camera_id, None)
-            if track is not None and time.monotonic() - track.used_at > self.idle_reset_s:
-                track.landmarker.close()
-                track = None
             if track is None:
                 track = CameraTrack(open_landmarker(self.model, video=True, max_hands=self.max_hands), self.new_held())
                 self.resets += 1
-            track.used_at = time.monotonic()
+            track.used_at = now
             self._tracks[camera_id] = track
             while len(self._tracks) > self.max_cameras:
                 _, oldest = self._tracks.popitem(last=False)
@@ -155,6 +156,12 @@ class CameraTracks:
         """The hands in one picture, no camera and no tracking."""
         height, width = picture.shape[:2]
         return hands_in(self.still.detect(as_mp_image(picture)), width, height)
+
+    @property
+    def cameras(self) -> list[str]:
+        """The cameras with a tracker now, least recently used first."""
+        with self._lock:
+            return list(self._tracks)
 
     def close(self) -> None:
         with self._lock:

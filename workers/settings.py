@@ -59,6 +59,8 @@ class ModelSettings:
       gesture_rules: ``FRAMEFLOW_GESTURE_RULES``, a JSON file of extra gesture rules
         (:mod:`workers.hand_gestures`).
       max_hands: ``FRAMEFLOW_MAX_HANDS``, hands looked for in a frame.
+      gesture_max_cameras: ``FRAMEFLOW_GESTURE_MAX_CAMERAS``, cameras an instance tracks at once
+        (about 50 MB each); the least recently seen is forgotten past it.
     """
 
     device: str | None = None
@@ -76,6 +78,7 @@ class ModelSettings:
     gesture_hold_frames: int = 3
     gesture_rules: str | None = None
     max_hands: int = 2
+    gesture_max_cameras: int = 16
 
     def __post_init__(self) -> None:
         if self.object_model not in OBJECT_MODELS:
@@ -84,8 +87,11 @@ class ModelSettings:
             raise ValueError("FRAMEFLOW_MAX_BATCH must be at least 1")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError("FRAMEFLOW_TORCH_THREADS must be at least 1")
-        if self.gesture_hold_frames < 1 or self.max_hands < 1:
-            raise ValueError("FRAMEFLOW_GESTURE_HOLD_FRAMES and FRAMEFLOW_MAX_HANDS must be at least 1")
+        if min(self.gesture_hold_frames, self.max_hands, self.gesture_max_cameras) < 1:
+            raise ValueError(
+                "FRAMEFLOW_GESTURE_HOLD_FRAMES, FRAMEFLOW_MAX_HANDS and FRAMEFLOW_GESTURE_MAX_CAMERAS "
+                "must be at least 1"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSettings:
@@ -107,4 +113,5 @@ class ModelSettings:
             gesture_hold_frames=int(_number(env, "FRAMEFLOW_GESTURE_HOLD_FRAMES", cls.gesture_hold_frames, int)),
             gesture_rules=env.get("FRAMEFLOW_GESTURE_RULES") or None,
             max_hands=int(_number(env, "FRAMEFLOW_MAX_HANDS", cls.max_hands, int)),
+            gesture_max_cameras=int(_number(env, "FRAMEFLOW_GESTURE_MAX_CAMERAS", cls.gesture_max_cameras, int)),
         )
