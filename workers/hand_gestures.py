@@ -27,19 +27,19 @@ vector within 45 degrees of vertical.
 **Rules** (:data:`DEFAULT_RULES`, first match wins; "any" means the finger may be
 either way):
 
-========== ===== ===== ====== ==== ===== =================
-label      thumb index middle ring pinky also
-========== ===== ===== ====== ==== ===== =================
-open_palm  ext   ext   ext    ext  ext
-four       fold  ext   ext    ext  ext
-fist       fold  fold  fold   fold fold
-thumbs_up  ext   fold  fold   fold fold  thumb points up
-thumbs_down ext  fold  fold   fold fold  thumb points down
-pointing_up any  ext   fold   fold fold  index points up
-victory    any   ext   ext    fold fold
-call       ext   fold  fold   fold ext
-rock       any   ext   fold   fold ext
-========== ===== ===== ====== ==== ===== =================
+=========== ===== ===== ====== ==== ===== =================
+label       thumb index middle ring pinky also
+=========== ===== ===== ====== ==== ===== =================
+open_palm   ext   ext   ext    ext  ext
+four        fold  ext   ext    ext  ext
+fist        fold  fold  fold   fold fold
+thumbs_up   ext   fold  fold   fold fold  thumb points up
+thumbs_down ext   fold  fold   fold fold  thumb points down
+pointing_up any   ext   fold   fold fold  index points up
+victory     any   ext   ext    fold fold
+call        ext   fold  fold   fold ext
+rock        any   ext   fold   fold ext
+=========== ===== ===== ====== ==== ===== =================
 
 A hand matching none is ``none``. More rules need no code: :func:`load_rules` reads
 them from a JSON file (``FRAMEFLOW_GESTURE_RULES``), a list of objects such as
