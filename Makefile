@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 CORE_STAMP := $(VENV)/.installed-core
 TEST_STAMP := $(VENV)/.installed-test
-TEST_EXTRAS := dev,ml,mqtt,video
+TEST_EXTRAS := dev,gestures,ml,mqtt,video
 
 .PHONY: run up demo test bench lint suite clean
 

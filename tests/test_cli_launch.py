@@ -266,7 +266,7 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
     procfile = parse_procfile(text).processes
     # The model processors' lines are commented out (they need torch and weights): valid all the same.
     placeholders = parse_procfile("\n".join(line[1:] for line in text.splitlines() if line.startswith("#"))).processes
-    assert set(placeholders) == {"faces", "objects", "mqtt"}
+    assert set(placeholders) == {"faces", "objects", "gestures", "mqtt"}
     settings = parse_env_file((ROOT / ".env").read_text())
     commands, processor_ids = {}, {}
     for name, command in {**procfile, **placeholders}.items():
@@ -278,9 +278,14 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
         assert argv[0] == "frameflow", name
         check_frameflow_command(argv[1:])
         commands[name] = argv
-    for name, module in {"faces": "workers.face_detection", "objects": "workers.object_detection"}.items():
-        assert commands[name][-4:-2] == ["worker", module] and importlib.util.find_spec(module) is not None
-    assert processor_ids == {"sample": "sample-1", "faces": "face-detection-1", "objects": "object-detection-1"}
+    models = {"faces": "face_detection", "objects": "object_detection", "gestures": "gesture_detection"}
+    for name, module in models.items():
+        assert commands[name][-4:-2] == ["worker", f"workers.{module}"]
+        assert importlib.util.find_spec(f"workers.{module}") is not None
+    assert processor_ids == {
+        "sample": "sample-1",
+        **{name: f"{model.replace('_', '-')}-1" for name, model in models.items()},
+    }
     assert commands["redis"] == ["frameflow", "redis", "--port", settings["REDIS_PORT"]]
     assert commands["scheduler"][-3:] == ["scheduler", "--metrics-port", settings["METRICS_PORT"]]
     assert commands["sample"][-4:] == ["worker", "workers.sample", "--health-port", "0"]
