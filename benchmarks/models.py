@@ -1,9 +1,12 @@
 """Frames per second of each model processor, on the CPU, at batch sizes 1, 4 and 8.
 
-Run from the repository root (torch from the ``ml`` extra, the MTCNN weights
-from ``frameflow models fetch``)::
+Run from the repository root (torch from the ``ml`` extra, mediapipe from the
+``gestures`` extra, the weights from ``frameflow models fetch``)::
 
-    .venv/bin/python benchmarks/models.py
+    .venv/bin/python -m benchmarks.models
+
+(as a module: run as a script, ``benchmarks/profile.py`` would shadow the standard library's
+``profile``, which torch imports). ``--only NAME`` measures the rows whose name contains NAME.
 
 Each measurement is one processor's ``process_batch`` over the same frames
 (``--frames`` JPEGs of scikit-image's 512 x 512 astronaut photograph) in batches
@@ -16,6 +19,12 @@ The object detectors use torchvision's COCO weights when they are in its cache
 architecture: the same computation, with the caveat that an untrained detector
 keeps its 300 best boxes where a trained one keeps few, so its post-processing
 costs a little more.
+
+The gesture processor runs on a photo of a hand (``tests/data/gestures``) three
+ways: as one camera's stream (video mode: the landmarker tracks the hand, the
+palm detector runs only when it loses it), as frames that all carry one time
+stamp (image mode: palm detector and landmarks on every frame, what an
+out-of-order frame costs), and on the astronaut, where there is no hand to find.
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-# Runnable as a script from the repository root, installed or not.
+# Runnable from the repository root, installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
@@ -41,6 +51,23 @@ from workers.settings import OBJECT_MODELS, ModelSettings
 from workers.torch_runtime import TorchProcessor
 
 BATCH_SIZES = (1, 4, 8)
+
+#: The hand photo of the gesture rows.
+HAND_PHOTO = (
+    Path(__file__).resolve().parent.parent / "tests/data/gestures/rock/09a619ab-cdf7-4a66-911f-347113f050f1.jpg"
+)
+
+
+class Benchmarked(Protocol):
+    """What a measured processor offers (a TorchProcessor, the gesture processor)."""
+
+    def load(self) -> None: ...
+
+    def process_batch(self, frames: list[dict[bytes, bytes]]) -> list[dict | BaseException | None]: ...
+
+
+#: One table row: its name, what builds its processor (None: cannot run), its weights, its frames.
+Row = tuple[str, Callable[[], Benchmarked | None], str, list[dict[bytes, bytes]]]
 
 
 def picture() -> tuple[np.ndarray, str]:
@@ -75,7 +102,7 @@ def jpeg_frames(image: np.ndarray, count: int) -> list[dict[bytes, bytes]]:
 
 
 def processors(settings: ModelSettings) -> list[tuple[str, Callable[[], TorchProcessor | None], str]]:
-    """(name, builder, weights) for each model; a builder returns None when the model cannot run."""
+    """(name, builder, weights) for each torch model; a builder returns None when the model cannot run."""
     from workers.face_detection import FaceDetectionProcessor
     from workers.object_detection import DETECTORS, ObjectDetectionProcessor, torchvision_cache_path
 
@@ -107,7 +134,39 @@ def processors(settings: ModelSettings) -> list[tuple[str, Callable[[], TorchPro
     return found
 
 
-def measure(processor: TorchProcessor, frames: list[dict[bytes, bytes]], batch: int, runs: int) -> float:
+def gesture_rows(settings: ModelSettings, count: int) -> list[Row]:
+    """The gesture processor's rows (see the module docstring); "-" without mediapipe or its weights."""
+    from PIL import Image
+
+    from pipeline.tools.hand_model import hand_landmarker_path
+
+    task = Path(settings.gesture_weights) if settings.gesture_weights else hand_landmarker_path()
+    try:
+        from workers.gesture_detection import GestureDetectionProcessor
+    except ImportError:
+        GestureDetectionProcessor, weights = None, "missing: pip install '.[gestures]'"  # type: ignore[assignment]
+    else:
+        weights = "mediapipe 0.10.21 (full)" if task.is_file() else f"missing: {FETCH_COMMAND} hands"
+
+    def build() -> Benchmarked | None:
+        if GestureDetectionProcessor is None or not task.is_file():
+            return None
+        return GestureDetectionProcessor(
+            processor_id="bench-gestures", capabilities=["benchmark"], orchestrator_url="",
+            redis_url="redis://unused", settings=settings,
+        )  # fmt: skip
+
+    hand = jpeg_frames(np.asarray(Image.open(HAND_PHOTO).convert("RGB")), count)
+    one_instant = [{**frame, b"timestamp": b"2026-01-01T00:00:00+00:00"} for frame in hand]
+    nobody = jpeg_frames(picture()[0], count)
+    return [
+        ("hand_landmarker (hand, video mode)", build, weights, hand),
+        ("hand_landmarker (hand, image mode)", build, weights, one_instant),
+        ("hand_landmarker (no hand, video mode)", build, weights, nobody),
+    ]
+
+
+def measure(processor: Benchmarked, frames: list[dict[bytes, bytes]], batch: int, runs: int) -> float:
     """The median frames/s of ``runs`` passes over ``frames`` in batches of ``batch``."""
     processor.process_batch(frames[:batch])  # the first call at a new batch size sets up its buffers
     rates = []
@@ -126,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames per run (a multiple of 8)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--only", default="", help="measure only the rows whose name contains this")
     arguments = parser.parse_args(argv)
     env = dict(os.environ, FRAMEFLOW_DEVICE=arguments.device)
     if arguments.threads:
@@ -133,9 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = ModelSettings.from_env(env)
     image, description = picture()
     frames = jpeg_frames(image, arguments.frames)
+    specs: list[Row] = [(name, build, weights, frames) for name, build, weights in processors(settings)]
+    specs += gesture_rows(settings, arguments.frames)
+    specs = [spec for spec in specs if arguments.only in spec[0]]
 
     rows = []
-    for name, build, weights in processors(settings):
+    for name, build, weights, frames in specs:
         processor = build()
         if processor is None:
             rows.append((name, weights, ["-"] * len(BATCH_SIZES)))
@@ -147,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"frames/s on {arguments.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}); {description}; "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}); {description} (gestures: "
+        f"{HAND_PHOTO.name}, {image.shape[1]} x {image.shape[0]} for no hand); "
         f"median of {arguments.runs} runs of {arguments.frames} frames\n"
     )
     print("| model | weights | " + " | ".join(f"batch {batch}" for batch in BATCH_SIZES) + " |")

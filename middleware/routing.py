@@ -3,7 +3,8 @@
 For each capability a frame needs, the router picks the live processor with
 the lowest real load, ``(backlog + in flight) / capacity``, where backlog is
 the processor queue's consumer-group lag (entries no consumer has taken) and
-in flight is its pending count. A processor that offers several of the needed
+in flight is its pending count; for processors that declare camera affinity, the
+frame's camera decides instead (:mod:`middleware.affinity`). A processor that offers several of the needed
 capabilities receives the frame once. Processors that are draining or whose
 breaker is open are skipped (one half-open probe is let through after the
 cool-down). With no live processor for a capability, the frame is parked
@@ -42,6 +43,7 @@ from pipeline.settings import Settings
 from pipeline.streams.dispatch import Dispatcher
 from pipeline.streams.wire import encode_flat
 
+from .affinity import camera_instance, wants_camera_affinity
 from .decisions import RoutePlan, RoutingDecision, decisions, settle_drops
 from .load import measure_load
 from .parking import parked_reason, release_parked
@@ -221,7 +223,7 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         capabilities = list(message.options.get("capabilities") or ())
         frame = dict(message.args[0]) if message.args and isinstance(message.args[0], dict) else {}
         frame_id = frame.get("frame_id") or message.message_id
-        targets, unserved = self._choose(broker, capabilities, processors, load)
+        targets, unserved = self._choose(broker, capabilities, processors, load, str(frame.get("camera_id") or ""))
         with self._lock:
             for info in targets:
                 self._load[info.processor_id] = self._load.get(info.processor_id, 0.0) + 1 / max(1, info.capacity)
@@ -281,6 +283,7 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         capabilities: list[str],
         processors: list[ProcessorInfo],
         load: dict[str, float],
+        camera_id: str = "",
     ) -> tuple[list[ProcessorInfo], list[str]]:
         chosen: list[ProcessorInfo] = []
         unserved: list[str] = []
@@ -294,6 +297,9 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
             ]
             if not candidates:
                 unserved.append(capability)
+                continue
+            if len(candidates) > 1 and camera_id and wants_camera_affinity(candidates):
+                chosen.append(camera_instance(camera_id, candidates, load))
                 continue
             best = (
                 candidates[0]

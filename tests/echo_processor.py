@@ -2,7 +2,8 @@
 
 It answers every frame with ``{"echo": <frame_id>}`` after ``ECHO_DELAY_S`` seconds
 (default 0.02) on the ``echo:results`` stream, heartbeating every ``ECHO_HEARTBEAT_S`` (0.5) s.
-``ECHO_CAPACITY`` (2) sets its capacity, ``ECHO_QUEUE_BOUND`` (100; 0: unbounded) its queue bound.
+``ECHO_CAPACITY`` (2) sets its capacity, ``ECHO_QUEUE_BOUND`` (100; 0: unbounded) its queue bound,
+``ECHO_AFFINITY`` (``camera``; default none) its affinity.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> None:
         capacity=int(os.environ.get("ECHO_CAPACITY", "2")),
         result_stream="echo:results",
         health_check_interval=float(os.environ.get("ECHO_HEARTBEAT_S", "0.5")),
+        affinity=os.environ.get("ECHO_AFFINITY") or None,
     )
     signal.signal(signal.SIGTERM, lambda *_: processor.stop())
     asyncio.run(processor.start())

@@ -1,4 +1,5 @@
-"""Helpers for the model processor tests: frames from pictures, MTCNN weights fetched once.
+"""Helpers for the model processor tests: frames from pictures, MTCNN weights and the hand
+landmarker fetched once.
 
 Nothing here imports torch, so the batching tests that need no model run without it.
 """
@@ -8,16 +9,25 @@ from __future__ import annotations
 import atexit
 import base64
 import functools
+import importlib
 import io
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import types
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from pipeline.tools.models import fetch_mtcnn_weights
+from pipeline.tools.models import FACENET_PYTORCH, FACENET_PYTORCH_VERSION, download_wheel, fetch_mtcnn_weights
+
+#: The repository root.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def encoded(picture: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
@@ -54,12 +64,37 @@ def corrupt_jpeg(picture: np.ndarray) -> bytes:
     return data[: len(data) // 2]
 
 
+def _scratch(prefix: str) -> Path:
+    """A temporary directory removed when the test session ends."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+@functools.cache
+def facenet_pytorch_wheel() -> Path:
+    """The pinned facenet-pytorch wheel, downloaded once per test session (from PyPI)."""
+    requirement = f"{FACENET_PYTORCH}=={FACENET_PYTORCH_VERSION}"
+    return download_wheel(requirement, "facenet_pytorch-*.whl", _scratch("frameflow-wheels-"))
+
+
 @functools.cache
 def mtcnn_weights() -> Path:
-    """The MTCNN weights, fetched once per test session (from PyPI) into a temporary model cache."""
-    root = Path(tempfile.mkdtemp(prefix="frameflow-models-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return fetch_mtcnn_weights(root)
+    """The MTCNN weights, extracted once per test session from that wheel into a temporary model cache."""
+    return fetch_mtcnn_weights(_scratch("frameflow-models-"), wheel=facenet_pytorch_wheel())
+
+
+@functools.cache
+def reference_mtcnn_module() -> Any:
+    """facenet-pytorch's own ``facenet_pytorch.models.mtcnn``, imported from that wheel (unpacked, not
+    installed). Its package ``__init__`` is skipped: it imports ``requests`` for the face recogniser."""
+    root = _scratch("frameflow-facenet-")
+    with zipfile.ZipFile(facenet_pytorch_wheel()) as wheel:
+        wheel.extractall(root, [name for name in wheel.namelist() if name.startswith("facenet_pytorch/")])
+    package = types.ModuleType("facenet_pytorch")
+    package.__path__ = [str(root / "facenet_pytorch")]
+    sys.modules.setdefault("facenet_pytorch", package)
+    return importlib.import_module("facenet_pytorch.models.mtcnn")
 
 
 def close_boxes(a: list[float], b: list[float], tolerance: float = 0.05) -> bool:
@@ -78,3 +113,20 @@ def same_detections(a: dict[str, Any], b: dict[str, Any], key: str, tolerance: f
         if not close_boxes(one["box"], other["box"], tolerance):
             return False
     return True
+
+
+@functools.cache
+def hand_landmarker_task() -> Path:
+    """The hand landmarker, built once per test session by ``frameflow models fetch hands`` (the
+    mediapipe 0.10.21 wheel from PyPI) into a temporary model cache."""
+    root = _scratch("frameflow-models-")
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline.tools.cli", "models", "fetch", "hands", "--dir", str(root)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return root / "hand_landmarker" / "hand_landmarker.task"

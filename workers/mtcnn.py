@@ -18,21 +18,33 @@ For a batch of pictures (uint8, C x H x W, any sizes):
    give the final boxes, and a box mostly inside a better one (intersection over
    the smaller area above 0.7) is dropped.
 
-Crops come from torchvision's ``roi_align`` (bilinear samples averaged over each
-output cell, so a large box is shrunk smoothly), with zeros outside the picture.
+The weights were trained with the original implementation's pixel conventions,
+and the networks' scores depend on them, so the cascade keeps them exactly as
+facenet-pytorch's reference MTCNN (from whose wheel the weights come) does; a test
+compares the two on the same pictures:
+
+* pyramid levels are ``int(side * scale + 1)`` pixels, resized with area averaging;
+* a P-Net window's box is ``floor((2 * cell + 1) / scale)`` to ``floor((2 * cell + 12) / scale)``,
+  and P-Net's offsets are fractions of ``x2 - x1``; R-Net's and O-Net's of ``x2 - x1 + 1``
+  (inclusive pixel boxes), as are the landmarks (``x1 - 1 + fraction * (x2 - x1 + 1)``);
+* a crop is the box's whole pixels clipped to the picture (``[x1 - 1, x2)``, the part
+  outside dropped, not padded), area-resized to 24 or 48 pixels: a box reaching past
+  the edge is stretched, which is what the networks saw in training;
+* R-Net and O-Net keep scores strictly above their thresholds; the last suppression
+  counts areas of inclusive boxes (``+ 1``).
+
 Box arithmetic stays in float32 whatever precision the networks run in.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, roi_align
+from torchvision.ops import batched_nms
 
 #: The five landmarks O-Net places, in its output order (left and right as seen in the picture).
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -219,14 +231,15 @@ class MTCNN(nn.Module):
             batch = torch.stack([pictures[index] for index in members]).float()
             member_ids = torch.tensor(members, device=device)
             for scale in self.scales(height, width):
-                size = (math.ceil(height * scale), math.ceil(width * scale))
+                size = (int(height * scale + 1), int(width * scale + 1))
                 face, offset = self.pnet(_normalised(F.interpolate(batch, size=size, mode="area")))
                 face, offset = face.float(), offset.float()
                 image, y, x = (face >= self.config.thresholds[0]).nonzero(as_tuple=True)
                 if image.numel() == 0:
                     continue
-                # The window of output cell (y, x) covers [2x, 2x + 12) x [2y, 2y + 12) of the scaled picture.
-                windows = torch.stack([x * 2, y * 2, x * 2 + 12, y * 2 + 12], dim=1).float() / scale
+                # The window of output cell (y, x): about [2x, 2x + 12) of the scaled picture, in whole pixels.
+                cells = torch.stack([x, y, x, y], dim=1).float() * 2 + _window_corners(device)
+                windows = (cells / scale).floor()
                 score = face[image, y, x]
                 owner = member_ids[image]
                 keep = batched_nms(windows, score, owner, 0.5)
@@ -238,7 +251,7 @@ class MTCNN(nn.Module):
             return _no_boxes(device)
         boxes_, scores_, offsets_, owners_ = (torch.cat(parts) for parts in (boxes, scores, offsets, owners))
         keep = batched_nms(boxes_, scores_, owners_, 0.7)
-        return _squared(_shifted(boxes_[keep], offsets_[keep])), scores_[keep], owners_[keep]
+        return _squared(_shifted(boxes_[keep], offsets_[keep], inclusive=False)), scores_[keep], owners_[keep]
 
     # -- stages 2 and 3 --------------------------------------------------------------------
     def _refine(self, pictures: list[Tensor], boxes: Tensor, owners: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -246,7 +259,7 @@ class MTCNN(nn.Module):
             return boxes, boxes.new_zeros(0), owners
         crops = _normalised(_crops(pictures, boxes, owners, 24))
         face, offset = _in_chunks(self.rnet, crops)
-        passed = face >= self.config.thresholds[1]
+        passed = face > self.config.thresholds[1]
         boxes, face, offset, owners = boxes[passed], face[passed], offset[passed], owners[passed]
         keep = batched_nms(boxes, face, owners, 0.7)
         return _squared(_shifted(boxes[keep], offset[keep])), face[keep], owners[keep]
@@ -256,10 +269,10 @@ class MTCNN(nn.Module):
             return boxes, boxes.new_zeros(0), boxes.new_zeros((0, 5, 2)), owners
         crops = _normalised(_crops(pictures, boxes, owners, 48))
         face, offset, marks = _in_chunks(self.onet, crops)
-        passed = face >= self.config.thresholds[2]
+        passed = face > self.config.thresholds[2]
         boxes, face, offset, marks, owners = boxes[passed], face[passed], offset[passed], marks[passed], owners[passed]
-        size = (boxes[:, 2:] - boxes[:, :2]).unsqueeze(1)  # (K, 1, 2): width, height
-        landmarks = boxes[:, :2].unsqueeze(1) + torch.stack([marks[:, :5], marks[:, 5:]], dim=2) * size
+        size = (boxes[:, 2:] - boxes[:, :2] + 1).unsqueeze(1)  # (K, 1, 2): width, height, inclusive
+        landmarks = boxes[:, :2].unsqueeze(1) - 1 + torch.stack([marks[:, :5], marks[:, 5:]], dim=2) * size
         boxes = _shifted(boxes, offset)
         keep = _drop_contained(boxes, face, owners, 0.7)
         return boxes[keep], face[keep], landmarks[keep], owners[keep]
@@ -279,9 +292,15 @@ def _no_boxes(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     )
 
 
-def _shifted(boxes: Tensor, offsets: Tensor) -> Tensor:
-    """Boxes moved by a network's offsets, which are fractions of the box's width and height."""
-    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+def _window_corners(device: torch.device) -> Tensor:
+    """What turns ``2 * cell`` into a P-Net window's corners before scaling: ``+ 1`` and ``+ 12``."""
+    return torch.tensor([1.0, 1.0, 12.0, 12.0], device=device)
+
+
+def _shifted(boxes: Tensor, offsets: Tensor, *, inclusive: bool = True) -> Tensor:
+    """Boxes moved by a network's offsets, fractions of the box's width and height (``x2 - x1 + 1``
+    for ``inclusive`` boxes, R-Net's and O-Net's; ``x2 - x1`` for P-Net's)."""
+    size = (boxes[:, 2:] - boxes[:, :2] + (1 if inclusive else 0)).repeat(1, 2)
     return boxes + offsets * size
 
 
@@ -293,12 +312,16 @@ def _squared(boxes: Tensor) -> Tensor:
 
 
 def _crops(pictures: list[Tensor], boxes: Tensor, owners: Tensor, size: int) -> Tensor:
-    """Each box's region of its picture, resampled to ``size`` x ``size``, in pixel values (zeros outside)."""
+    """Each box's whole pixels within its picture, area-resized to ``size`` x ``size``, in pixel values."""
     crops = boxes.new_zeros((boxes.shape[0], 3, size, size))
-    for index in owners.unique().tolist():
-        mine = (owners == index).nonzero().flatten()
-        picture = pictures[index].unsqueeze(0).float()
-        crops[mine] = roi_align(picture, [boxes[mine]], output_size=size, spatial_scale=1.0, aligned=True).to(crops)
+    corners = boxes.trunc().long().cpu().tolist()
+    for index, ((x1, y1, x2, y2), owner) in enumerate(zip(corners, owners.tolist(), strict=True)):
+        picture = pictures[owner]
+        height, width = picture.shape[-2:]
+        left, top, right, bottom = max(x1, 1) - 1, max(y1, 1) - 1, min(x2, width), min(y2, height)
+        if right > left and bottom > top:  # else outside the picture: left black
+            region = picture[:, top:bottom, left:right].unsqueeze(0).float()
+            crops[index] = F.interpolate(region, size=(size, size), mode="area")[0].to(crops)
     return crops
 
 
@@ -308,10 +331,10 @@ def _drop_contained(boxes: Tensor, scores: Tensor, owners: Tensor, threshold: fl
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = scores.argsort(descending=True)
     ordered, owner = boxes[order], owners[order]
-    area = (ordered[:, 2:] - ordered[:, :2]).clamp(min=0).prod(dim=1)
+    area = (ordered[:, 2:] - ordered[:, :2] + 1).clamp(min=0).prod(dim=1)  # inclusive pixel boxes
     top_left = torch.maximum(ordered[:, None, :2], ordered[None, :, :2])
     bottom_right = torch.minimum(ordered[:, None, 2:], ordered[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    inter = (bottom_right - top_left + 1).clamp(min=0).prod(dim=2)
     overlap = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1e-6)
     overlap[owner[:, None] != owner[None, :]] = 0
     overlap = overlap.cpu()

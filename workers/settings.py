@@ -52,6 +52,15 @@ class ModelSettings:
         ``None``: ``<model cache>/mtcnn``, filled by ``frameflow models fetch``.
       face_score_threshold: ``FRAMEFLOW_FACE_SCORE_THRESHOLD``, the last stage's (O-Net's) threshold.
       face_min_size: ``FRAMEFLOW_FACE_MIN_SIZE``, the smallest face looked for, in pixels.
+      gesture_weights: ``FRAMEFLOW_GESTURE_WEIGHTS``, a ``hand_landmarker.task`` file; ``None``:
+        ``<model cache>/hand_landmarker/hand_landmarker.task``, built by ``frameflow models fetch``.
+      gesture_hold_frames: ``FRAMEFLOW_GESTURE_HOLD_FRAMES``, consecutive frames a gesture is seen
+        before ``gesture_started`` (and missed before ``gesture_ended``).
+      gesture_rules: ``FRAMEFLOW_GESTURE_RULES``, a JSON file of extra gesture rules
+        (:mod:`workers.hand_gestures`).
+      max_hands: ``FRAMEFLOW_MAX_HANDS``, hands looked for in a frame.
+      gesture_max_cameras: ``FRAMEFLOW_GESTURE_MAX_CAMERAS``, cameras an instance tracks at once
+        (about 50 MB each); the least recently seen is forgotten past it.
     """
 
     device: str | None = None
@@ -65,6 +74,11 @@ class ModelSettings:
     face_weights: str | None = None
     face_score_threshold: float = 0.7
     face_min_size: int = 20
+    gesture_weights: str | None = None
+    gesture_hold_frames: int = 3
+    gesture_rules: str | None = None
+    max_hands: int = 2
+    gesture_max_cameras: int = 16
 
     def __post_init__(self) -> None:
         if self.object_model not in OBJECT_MODELS:
@@ -73,6 +87,11 @@ class ModelSettings:
             raise ValueError("FRAMEFLOW_MAX_BATCH must be at least 1")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError("FRAMEFLOW_TORCH_THREADS must be at least 1")
+        if min(self.gesture_hold_frames, self.max_hands, self.gesture_max_cameras) < 1:
+            raise ValueError(
+                "FRAMEFLOW_GESTURE_HOLD_FRAMES, FRAMEFLOW_MAX_HANDS and FRAMEFLOW_GESTURE_MAX_CAMERAS "
+                "must be at least 1"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSettings:
@@ -90,4 +109,9 @@ class ModelSettings:
             face_weights=env.get("FRAMEFLOW_FACE_WEIGHTS") or None,
             face_score_threshold=_number(env, "FRAMEFLOW_FACE_SCORE_THRESHOLD", cls.face_score_threshold),
             face_min_size=int(_number(env, "FRAMEFLOW_FACE_MIN_SIZE", cls.face_min_size, int)),
+            gesture_weights=env.get("FRAMEFLOW_GESTURE_WEIGHTS") or None,
+            gesture_hold_frames=int(_number(env, "FRAMEFLOW_GESTURE_HOLD_FRAMES", cls.gesture_hold_frames, int)),
+            gesture_rules=env.get("FRAMEFLOW_GESTURE_RULES") or None,
+            max_hands=int(_number(env, "FRAMEFLOW_MAX_HANDS", cls.max_hands, int)),
+            gesture_max_cameras=int(_number(env, "FRAMEFLOW_GESTURE_MAX_CAMERAS", cls.gesture_max_cameras, int)),
         )

@@ -78,6 +78,8 @@ class ProcessorInfo:
     last_rejection: str = ""
     heartbeat_interval_s: float = 0.0
     frames_per_s: float = 0.0
+    #: ``camera``: the router keeps each camera's frames on one instance (middleware/affinity.py).
+    affinity: str = ""
     alive: bool = True
 
     def is_stale(self, now: float | None = None) -> bool:

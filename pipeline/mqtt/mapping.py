@@ -33,8 +33,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import yaml
-
+from pipeline.config_files import read_yaml_file
 from pipeline.domain.kept_images import SNAPSHOT_REF_FIELD
 
 from .errors import BadResult, MqttConfigError
@@ -156,13 +155,7 @@ class ResultMapping:
 
     @classmethod
     def from_file(cls, path: str) -> ResultMapping:
-        try:
-            with open(path, encoding="utf-8") as file:
-                data = yaml.safe_load(file)
-        except OSError as error:
-            raise MqttConfigError(f"mapping file {path}: {error.strerror or error}") from None
-        except yaml.YAMLError as error:
-            raise MqttConfigError(f"mapping file {path} is not YAML: {' '.join(str(error).split())}") from None
+        data = read_yaml_file(path, "mapping file", MqttConfigError)
         try:
             return cls.from_dict(data)
         except MqttConfigError as error:

@@ -51,6 +51,7 @@ class RegistryPresence:
     version: str
     queue_bound: int
     overflow: str
+    affinity: str | None
     stats: ProcessorStats
     broker: RedisStreamsBroker | None
     _breaker: CircuitBreaker
@@ -81,6 +82,7 @@ class RegistryPresence:
             overflow=self.overflow,
             breaker=self._breaker.state,
             heartbeat_interval_s=self.health_check_interval,
+            affinity=self.affinity or "",
         )
 
     def process_info(self, stats: dict[str, Any] | None = None) -> ProcessorInfo:

@@ -37,6 +37,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from middleware.affinity import AFFINITIES
 from middleware.breaker import CircuitBreaker
 from middleware.freshness import FrameFreshness
 from middleware.observability import add_observability
@@ -83,7 +84,10 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
     waiting at most; 0 for none), ``overflow`` (``"drop_oldest"`` or
     ``"reject_newest"``), ``max_retries``, ``max_age_ms``, and for batching
     ``max_batch`` (frames per call at most, and never more than ``capacity``) and
-    ``max_wait_ms`` (how long the first frame of a batch waits for others).
+    ``max_wait_ms`` (how long the first frame of a batch waits for others), and
+    ``affinity`` (also a parameter): ``"camera"`` keeps each camera's frames on one
+    instance of the capability (:mod:`middleware.affinity`), for processors that keep
+    state per camera; ``None`` (the default): each frame goes to the least-loaded one.
     """
 
     version: str = "0"
@@ -93,6 +97,7 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
     max_age_ms: int | None = None
     max_batch: int = 8
     max_wait_ms: float = 10.0
+    affinity: str | None = None
 
     def __init__(
         self,
@@ -105,11 +110,16 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
         result_stream: str | None = None,
         health_port: int | None = None,
         health_check_interval: float = 30.0,
+        affinity: str | None = None,
     ) -> None:
         if not capabilities or not all(isinstance(capability, str) and capability for capability in capabilities):
             raise ValueError("capabilities must be a non-empty list of names")
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if affinity is not None:
+            self.affinity = affinity
+        if self.affinity not in (None, *AFFINITIES):
+            raise ValueError(f"affinity must be one of {', '.join(AFFINITIES)}, or None")
         self.processor_id = processor_id
         self.queue_name = validate_queue_name(processor_queue(processor_id))
         self.actor_name = f"process_frame.{processor_id}"

@@ -9,7 +9,9 @@ inside the ``facenet-pytorch`` wheel on PyPI (``facenet_pytorch/data/*.pt``, MIT
 licence). That package pins an old torch, so it is never installed:
 :func:`fetch_mtcnn_weights` downloads the pinned wheel with pip (no
 dependencies), checks the three files against their known SHA-256 and copies
-them, with the licence, into ``<cache>/mtcnn/``.
+them, with the licence, into ``<cache>/mtcnn/``. The hand landmarker's weights
+come the same way from another wheel (:mod:`pipeline.tools.hand_model`), through
+:func:`download_wheel`, :func:`sha256` and :func:`write_atomically`.
 """
 
 from __future__ import annotations
@@ -79,12 +81,15 @@ def fetch_mtcnn_weights(root: Path | None = None, *, wheel: Path | None = None) 
         _extract(Path(wheel), target)
         return target
     with tempfile.TemporaryDirectory(prefix="frameflow-fetch-") as scratch:
-        _extract(_download_wheel(Path(scratch)), target)
+        requirement = f"{FACENET_PYTORCH}=={FACENET_PYTORCH_VERSION}"
+        _extract(download_wheel(requirement, "facenet_pytorch-*.whl", Path(scratch)), target)
     return target
 
 
-def _download_wheel(into: Path) -> Path:
-    requirement = f"{FACENET_PYTORCH}=={FACENET_PYTORCH_VERSION}"
+def download_wheel(requirement: str, pattern: str, into: Path, platform: tuple[str, ...] = ()) -> Path:
+    """Download the wheel of ``requirement`` (pinned) with pip, without its dependencies, into
+    ``into`` and return it (the file matching ``pattern``). ``platform`` adds pip options
+    (``--platform``...) for a wheel that is not pure Python, so every host gets the same file."""
     command = [
         sys.executable,
         "-m",
@@ -95,6 +100,7 @@ def _download_wheel(into: Path) -> Path:
         "--only-binary=:all:",
         "--disable-pip-version-check",
         "--quiet",
+        *platform,
         "--dest",
         str(into),
     ]
@@ -109,9 +115,9 @@ def _download_wheel(into: Path) -> Path:
             f"Download the wheel elsewhere (pip download {requirement} --no-deps) and run "
             f"'{FETCH_COMMAND} --wheel <file>'."
         )
-    wheels = sorted(into.glob("facenet_pytorch-*.whl"))
+    wheels = sorted(into.glob(pattern))
     if not wheels:
-        raise ModelFetchError(f"pip reported success but left no facenet_pytorch wheel in {into}")
+        raise ModelFetchError(f"pip reported success but left no {pattern} in {into}")
     return wheels[0]
 
 
@@ -125,28 +131,30 @@ def _extract(wheel: Path, target: Path) -> None:
         names = set(archive.namelist())
         for name, expected in MTCNN_FILES.items():
             destination = target / name
-            if destination.is_file() and _sha256(destination.read_bytes()) == expected:
+            if destination.is_file() and sha256(destination.read_bytes()) == expected:
                 continue
             member = _WHEEL_DATA + name
             if member not in names:
                 raise ModelFetchError(f"{wheel.name} has no {member}: is it a facenet-pytorch wheel?")
             data = archive.read(member)
-            if _sha256(data) != expected:
+            if sha256(data) != expected:
                 raise ModelFetchError(
                     f"{member} in {wheel.name} does not have the expected SHA-256 {expected}: "
                     f"use {FACENET_PYTORCH} {FACENET_PYTORCH_VERSION}"
                 )
-            _write_atomically(destination, data)
+            write_atomically(destination, data)
         licences = sorted(name for name in names if name.endswith(".dist-info/LICENSE.md"))
         if licences:
-            _write_atomically(target / "LICENSE.facenet-pytorch.md", archive.read(licences[0]))
+            write_atomically(target / "LICENSE.facenet-pytorch.md", archive.read(licences[0]))
 
 
-def _sha256(data: bytes) -> str:
+def sha256(data: bytes) -> str:
+    """The SHA-256 of ``data``, in hex."""
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomically(destination: Path, data: bytes) -> None:
+def write_atomically(destination: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``destination``, then rename it there."""
     handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
     try:
         with os.fdopen(handle, "wb") as file:

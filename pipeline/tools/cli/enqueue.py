@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from pipeline.cameras.masking import mask_camera_url
 from pipeline.domain.registry import ProcessorRegistry
 
 from .output import console, err_console, plain, until_interrupted
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     "source_spec",
     default="synthetic",
     show_default=True,
-    help="'synthetic' (generated JPEGs), a folder of images, an image file or a video file.",
+    help="'synthetic' (generated JPEGs), a folder of images, an image file, a video file, or a camera: "
+    "rtsp://user:password@host/path (TCP; see `frameflow cameras` for UDP) or an http:// MJPEG stream or snapshot URL.",
 )
 @click.option(
     "--capability", "capabilities", multiple=True, required=True, help="A capability the frames need; repeat for more."
@@ -78,12 +80,12 @@ def enqueue(
     strict: bool,
 ) -> None:
     """Publish frames from a source at a rate, routed by capability; shows sent / routed / parked / dropped."""
-    from pipeline.cameras.sources import open_source
+    from pipeline.cameras.live import open_frames
     from pipeline.processes.producer import FrameProducer
 
     if not (math.isfinite(rate) and rate > 0):
         raise click.ClickException(f"bad rate {rate:g}: give frames per second above 0, e.g. --rate 5")
-    source = open_source(source_spec, width=width, height=height, loop=loop, quality=quality)
+    source = open_frames(source_spec, width=width, height=height, loop=loop, quality=quality, fps=rate)
     _check_capabilities(obj, capabilities, strict)
     producer = FrameProducer(redis_client=obj.client(), max_age_ms=max_age_ms)
     totals = dict.fromkeys(("sent", "routed", "parked", "dropped"), 0)
@@ -99,7 +101,9 @@ def enqueue(
     started = time.monotonic()
     stamp = datetime.now(UTC) - timedelta(seconds=1)
     with until_interrupted(), progress:
-        task = progress.add_task(f"{camera_id} ← {source_spec}", total=count or None, routed=0, parked=0, dropped=0)
+        task = progress.add_task(
+            f"{camera_id} ← {mask_camera_url(source_spec)}", total=count or None, routed=0, parked=0, dropped=0
+        )
         try:
             for index, frame in enumerate(itertools.islice(source, count or None)):
                 pause = started + index / rate - time.monotonic()
@@ -126,8 +130,9 @@ def enqueue(
             producer.close()
     if not err_console.is_terminal:
         err_console.line()  # after the progress bar's last state
+    shown = mask_camera_url(source_spec)
     console.print(
-        f"sent {totals['sent']} frame(s) from {source_spec} as {camera_id}: {totals['routed']} routed, "
+        f"sent {totals['sent']} frame(s) from {shown} as {camera_id}: {totals['routed']} routed, "
         f"{totals['parked']} parked, {totals['dropped']} dropped in {time.monotonic() - started:.1f}s"
     )
 

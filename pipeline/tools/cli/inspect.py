@@ -1,4 +1,5 @@
-"""The CLI's views of processors and queues: ``processors``, ``queues``, and the tables ``top`` redraws.
+"""The CLI's views of processors and queues: ``processors``, ``queues``, and the tables ``top`` redraws
+(the cameras' one too, which ``frameflow cameras`` prints).
 
 ``top`` (:mod:`.top`) and ``results`` (:mod:`.results`) are views of their own; how all of them
 print is :mod:`.output`.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -17,7 +18,8 @@ from pipeline.domain.process_entries import ProcessEntries
 from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
 from pipeline.tools.overview import ParkedSnapshot, QueueSnapshot, take_snapshot
 
-from .output import age, console, print_json
+from .camera_rows import CAMERA_COLUMNS, camera_row
+from .output import age, console, plain, print_json
 from .process_rows import process_listing, process_row
 
 if TYPE_CHECKING:
@@ -162,3 +164,13 @@ def queues(obj: CliContext, as_json: bool) -> None:
         console.print(queues_table(snapshot.queues))
     if snapshot.parked:
         console.print(parked_table(snapshot.parked))
+
+
+def cameras_table(states: list[dict[str, Any]]) -> Table:
+    """The cameras' state as ``frameflow cameras run`` writes it (``frameflow cameras``, ``frameflow top``)."""
+    table = Table(title="cameras")
+    for column in CAMERA_COLUMNS:
+        table.add_column(column, justify="right" if column.startswith(("fps", "reconnects")) else "left")
+    for state in states:
+        table.add_row(*camera_row(state, age=age, text=plain))
+    return table

@@ -39,6 +39,7 @@ from pipeline.settings import Settings, mask_url
 from pipeline.streams.embedded import EmbeddedRedis
 from pipeline.streams.shared_redis import LOCAL_REDIS_URL, running_shared_redis, shared_redis_users, stop_shared_redis
 
+from .cameras import cameras
 from .context import DEFAULT_REDIS_DESCRIPTION, CliContext
 from .dlq import dlq
 from .drain import deregister, drain
@@ -101,7 +102,7 @@ def main(context: click.Context, debug: bool, redis_url: str | None, wait_for_re
     context.call_on_close(context.obj.close)
 
 
-for command in (processors, queues, top, results, dlq, deregister, drain, enqueue, ingest):
+for command in (processors, queues, top, results, dlq, deregister, drain, enqueue, ingest, cameras):
     main.add_command(command)
 
 

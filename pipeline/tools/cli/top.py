@@ -1,7 +1,7 @@
-"""``frameflow top``: a live view of processors and queues, refreshed until Ctrl-C.
+"""``frameflow top``: a live view of processors, queues and cameras, refreshed until Ctrl-C.
 
-It redraws the ``processors`` and ``queues`` commands' tables (:mod:`.inspect`) from one snapshot
-of the pipeline each refresh, with a header that sums them up.
+It redraws the ``processors``, ``queues`` and ``cameras`` commands' tables (:mod:`.inspect`) from
+one snapshot of the pipeline each refresh, with a header that sums them up.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import click
 from rich.console import Group
 from rich.live import Live
 
+from pipeline.cameras.state import CameraStateStore
 from pipeline.tools.overview import PipelineSnapshot, processing_rates, take_snapshot
 
-from .inspect import parked_table, processors_table, queues_table
+from .inspect import cameras_table, parked_table, processors_table, queues_table
 from .output import console, until_interrupted
 
 if TYPE_CHECKING:
@@ -66,4 +67,7 @@ def _top_view(obj: CliContext, snapshot: PipelineSnapshot) -> Group:
     parts: list[Any] = [header, processors_table(snapshot.processors, rates), queues_table(snapshot.queues)]
     if snapshot.parked:
         parts.append(parked_table(snapshot.parked))
+    cameras = CameraStateStore(obj.client(), obj.namespace).read()
+    if cameras:
+        parts.append(cameras_table(cameras))
     return Group(*parts)
