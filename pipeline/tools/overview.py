@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from middleware.load import backlog_and_in_flight
-from pipeline.domain.registry import ProcessorInfo, ProcessorRegistry
+from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
 from pipeline.errors import InvalidQueueName, UnknownQueue
 from pipeline.streams.keys import (
     CONSUMER_GROUP,
@@ -86,6 +86,31 @@ def processing_rates(snapshot: PipelineSnapshot) -> dict[str, float]:
         for info in snapshot.processors
         if info.alive and not info.is_stale(snapshot.at)
     }
+
+
+def age(seconds: float | None) -> str:
+    """A duration as people read it: ``4.2s``, ``35s``, ``3m05s``, ``2h10m``; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def processor_state(info: ProcessorInfo, now: float | None = None) -> str:
+    """``live``, ``dead``, or what is wrong with it: ``stale``, ``draining``, ``breaker open``..."""
+    if not info.alive:
+        return "dead"
+    states = ["stale"] if info.is_stale(now) else []  # killed or stalled: not reaped yet
+    if info.draining:
+        states.append("draining")
+    if info.breaker != BREAKER_CLOSED:
+        states.append(f"breaker {info.breaker.replace('_', '-')}")
+    return ", ".join(states) or "live"
 
 
 def snapshot_queues(

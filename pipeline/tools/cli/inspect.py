@@ -15,8 +15,8 @@ import click
 from rich.table import Table
 
 from pipeline.domain.process_entries import ProcessEntries
-from pipeline.domain.registry import BREAKER_CLOSED, ProcessorInfo, ProcessorRegistry
-from pipeline.tools.overview import ParkedSnapshot, QueueSnapshot, take_snapshot
+from pipeline.domain.registry import ProcessorInfo, ProcessorRegistry
+from pipeline.tools.overview import ParkedSnapshot, QueueSnapshot, processor_state, take_snapshot
 
 from .camera_rows import CAMERA_COLUMNS, camera_row
 from .output import age, console, plain, print_json
@@ -24,17 +24,6 @@ from .process_rows import process_listing, process_row
 
 if TYPE_CHECKING:
     from .context import CliContext
-
-
-def processor_state(info: ProcessorInfo, now: float | None = None) -> str:
-    if not info.alive:
-        return "dead"
-    states = ["stale"] if info.is_stale(now) else []  # killed or stalled: not reaped yet
-    if info.draining:
-        states.append("draining")
-    if info.breaker != BREAKER_CLOSED:
-        states.append(f"breaker {info.breaker.replace('_', '-')}")
-    return ", ".join(states) or "live"
 
 
 def processors_table(

@@ -18,6 +18,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from pipeline.tools.overview import age as age  # ages print as everywhere else
+
 #: How wide a table may grow when output goes to a pipe or a file: rich's 80 columns would
 #: squeeze, wrap or drop columns of ``frameflow processors | cat``, and no terminal limits it there.
 PIPED_WIDTH = 1000
@@ -36,18 +38,6 @@ err_console = _console(stderr=True)
 
 
 # -- formatting ------------------------------------------------------------------------------
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-
-
 def printable(value: object) -> str:
     """``value`` as text with control characters shown as escapes: dead letters and results hold
     whatever was written to a stream, and ``\x1b[2J`` would clear the operator's terminal."""
