@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 CORE_STAMP := $(VENV)/.installed-core
 TEST_STAMP := $(VENV)/.installed-test
-TEST_EXTRAS := dev,gestures,ml,mqtt,video
+TEST_EXTRAS := dashboard,dev,gestures,ml,mqtt,video
 
 .PHONY: run up demo test bench lint suite clean
 
@@ -37,7 +37,7 @@ demo: $(CORE_STAMP)
 	$(VENV)/bin/frameflow demo
 
 ## test: lint (ruff check, ruff format --check), the whole test suite (the MQTT bridge's on Debian's mosquitto, installed if missing:
-##       scripts/ensure-mosquitto; the cameras' on GStreamer's RTSP server: scripts/ensure-gstreamer), then Dramatiq's own suite against our broker, then the
+##       scripts/ensure-mosquitto; the cameras' on GStreamer's RTSP server: scripts/ensure-gstreamer; the dashboard's in Debian's chromium: scripts/ensure-chromium), then Dramatiq's own suite against our broker, then the
 ##       broker and routing tests again on Debian's Redis 7 (installed if missing: scripts/ensure-redis-server)
 ##       and on a 3-master Redis Cluster of it
 test: $(TEST_STAMP)
@@ -46,6 +46,7 @@ test: $(TEST_STAMP)
 	scripts/ensure-redis-server >/dev/null
 	scripts/ensure-mosquitto >/dev/null
 	scripts/ensure-gstreamer >/dev/null
+	scripts/ensure-chromium >/dev/null
 	$(VENV)/bin/python -m pytest
 	$(VENV)/bin/python scripts/dramatiq_suite.py
 	@echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"

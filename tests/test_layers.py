@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("middleware", ("middleware",)),
     ("processes", ("pipeline.processes", "pipeline.broker")),
     ("edges", ("pipeline.cameras", "pipeline.ingest", "pipeline.mqtt")),
-    ("operator tools", ("pipeline.tools",)),
+    ("operator tools", ("pipeline.tools", "pipeline.dashboard")),
     ("workers", ("workers",)),
 ]
 

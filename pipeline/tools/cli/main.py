@@ -32,6 +32,7 @@ import click
 import redis
 from rich.table import Table
 
+from pipeline.dashboard.command import dashboard
 from pipeline.errors import FrameflowError, ProcessorLoadError
 from pipeline.mqtt.command import mqtt
 from pipeline.processes.processor import ProcessorClient
@@ -383,6 +384,7 @@ def soak(obj: CliContext, max_memory: str, **plan: Any) -> None:
 
 main.add_command(models)
 main.add_command(mqtt)  # the MQTT bridge (pipeline/mqtt/; paho-mqtt is the `mqtt` extra)
+main.add_command(dashboard)  # the web dashboard (pipeline/dashboard/; starlette and uvicorn: the `dashboard` extra)
 
 
 if __name__ == "__main__":

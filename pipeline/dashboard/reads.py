@@ -1,0 +1,50 @@
+"""The pages' lookups that are not live: the dashboard's configuration, a frame, the dead letters."""
+
+from __future__ import annotations
+
+import redis
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from pipeline.version import __version__
+
+from .context import DashboardContext
+from .dead_letters import list_dead_letters
+from .lookup import find_frame
+
+
+async def config(request: Request) -> JSONResponse:
+    """GET /api/config: whether actions are allowed and where Redis is (password masked); never the token."""
+    context: DashboardContext = request.app.state.context
+    return JSONResponse(
+        {
+            "read_only": context.settings.read_only,
+            "redis": context.redis_url_masked,
+            "namespace": context.namespace,
+            "version": __version__,
+            "interval_s": context.settings.interval_s,
+        }
+    )
+
+
+async def frame(request: Request) -> JSONResponse:
+    """GET /api/frames/{frame_id}: its results, queue entries and dead letters."""
+    context: DashboardContext = request.app.state.context
+    frame_id = request.path_params["frame_id"]
+    try:
+        found = await context.in_thread(
+            find_frame, context.client, context.namespace, frame_id, context.settings.trace_url
+        )
+    except redis.RedisError as error:
+        return JSONResponse({"error": f"cannot read Redis: {error}"}, status_code=503)
+    return JSONResponse(found)
+
+
+async def dead_letters(request: Request) -> JSONResponse:
+    """GET /api/dead-letters: every queue's dead letters, oldest first."""
+    context: DashboardContext = request.app.state.context
+    try:
+        listing = await context.in_thread(list_dead_letters, context.client, context.namespace, context.plain_broker)
+    except redis.RedisError as error:
+        return JSONResponse({"error": f"cannot read Redis: {error}"}, status_code=503)
+    return JSONResponse({"queues": listing})

@@ -1,0 +1,139 @@
+"""What the pages show, as JSON: one read of Redis turned into the overview's numbers.
+
+The numbers are ``frameflow top``'s (:mod:`pipeline.tools.overview`): the same snapshot, the same
+states. The dashboard adds what a table cannot show, processing-time percentiles, from the newest
+entries of each result stream (the ``latency_ms`` every result carries).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from pipeline.cameras.state import CameraStateStore
+from pipeline.domain.process_entries import ProcessEntries
+from pipeline.domain.registry import ProcessorInfo
+from pipeline.tools.overview import PipelineSnapshot, processing_rates, processor_state, take_snapshot
+
+#: How many of a result stream's newest entries the percentiles are taken over.
+LATENCY_SAMPLE = 200
+
+
+def read_overview(client: redis.Redis, namespace: str) -> dict[str, Any]:
+    """Everything the overview and cameras pages show, in a few round trips (see the module docstring)."""
+    snapshot = take_snapshot(client, namespace)
+    live = [info for info in snapshot.processors if info.alive]
+    processes = ProcessEntries(client, namespace).of_each(info.processor_id for info in live)
+    latencies, newest_result_ms = _recent_latencies(client, live)
+    rates = processing_rates(snapshot)
+    return {
+        "at": snapshot.at,
+        "processors": [
+            _processor_view(info, snapshot, rates, latencies.get(info.processor_id, []), processes)
+            for info in snapshot.processors
+        ],
+        "queues": [{**dataclasses.asdict(queue), "dropped": queue.dropped} for queue in snapshot.queues],
+        "parked": [dataclasses.asdict(item) for item in snapshot.parked],
+        "cameras": CameraStateStore(client, namespace).read(),
+        "totals": _totals(snapshot, rates),
+        "newest_result_ms": newest_result_ms,
+    }
+
+
+def chart_point(overview: dict[str, Any]) -> dict[str, Any]:
+    """The charts' point of one read: frames/s and p95 processing time, in all and per processor."""
+    processors = [view for view in overview["processors"] if view["state"] != "dead"]
+    return {
+        "at": overview["at"],
+        "frames_per_s": overview["totals"]["frames_per_s"],
+        "by_processor": {
+            view["processor_id"]: {"frames_per_s": view["frames_per_s"], "p95_ms": view["p95_ms"]}
+            for view in processors
+        },
+    }
+
+
+def _processor_view(
+    info: ProcessorInfo,
+    snapshot: PipelineSnapshot,
+    rates: dict[str, float],
+    latencies: list[float],
+    processes: dict[str, list[ProcessorInfo]],
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "processor_id": info.processor_id,
+        "state": processor_state(info, snapshot.at),
+        "alive": info.alive,
+        "draining": info.draining,
+    }
+    if not info.alive:
+        return view
+    return {
+        **view,
+        "capabilities": list(info.capabilities),
+        "capacity": info.capacity,
+        "in_flight": info.in_flight,
+        "processed": info.processed,
+        "failed": info.failed,
+        "rejected": info.rejected,
+        "frames_per_s": rates.get(info.processor_id),
+        "latency_ms": info.latency_ms,
+        "p50_ms": _percentile(latencies, 0.50),
+        "p95_ms": _percentile(latencies, 0.95),
+        "heartbeat_age_s": max(0.0, snapshot.at - info.heartbeat_at),
+        "processes": max(1, len(processes.get(info.processor_id, []))),
+        "queue_name": info.queue_name,
+        "host": f"{info.host}:{info.pid}",
+        "version": info.version,
+    }
+
+
+def _totals(snapshot: PipelineSnapshot, rates: dict[str, float]) -> dict[str, Any]:
+    dead = sum(1 for info in snapshot.processors if not info.alive)
+    stale = sum(1 for info in snapshot.processors if info.is_stale(snapshot.at))
+    return {
+        "live": len(snapshot.processors) - dead - stale,
+        "stale": stale,
+        "dead": dead,
+        "frames_per_s": sum(rates.values()),
+        "backlog": sum(queue.backlog for queue in snapshot.queues),
+        "dead_letters": sum(queue.dead_letters for queue in snapshot.queues),
+    }
+
+
+def _recent_latencies(
+    client: redis.Redis, processors: Iterable[ProcessorInfo]
+) -> tuple[dict[str, list[float]], int | None]:
+    """The ``latency_ms`` of each processor's newest results (one pipelined round trip over the
+    result streams), and the id time (ms) of the newest result of all."""
+    streams = sorted({info.result_stream for info in processors if info.result_stream})
+    if not streams:
+        return {}, None
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xrevrange(stream, count=LATENCY_SAMPLE)
+    latencies: dict[str, list[float]] = {}
+    newest: int | None = None
+    for reply in pipe.execute(raise_on_error=False):
+        if not isinstance(reply, list):
+            continue  # not a stream (yet): nothing to show
+        for entry_id, fields in reply:
+            newest = max(newest or 0, int(entry_id.split(b"-")[0]))
+            try:
+                processor_id = fields[b"processor_id"].decode()
+                latencies.setdefault(processor_id, []).append(float(fields[b"latency_ms"]))
+            except (KeyError, ValueError, UnicodeDecodeError):
+                continue  # not a result of ours: the percentiles skip it
+    return latencies, newest
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
