@@ -8,6 +8,7 @@ browser or Playwright fails the tests with what to install, it does not skip the
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -105,9 +106,19 @@ class DashboardProcess:
         self.process.stop()
 
 
-def echo_processor(redis_url: str, processor_id: str, log_path: Path) -> WorkerProcess:
-    env = worker_env(redis_url, lease_ms=2000, max_deliveries=3, ECHO_QUEUE_BOUND="0", ECHO_HEARTBEAT_S="0.3")
-    return WorkerProcess([sys.executable, "-m", "tests.echo_processor", processor_id, CAPABILITY], env, log_path)
+def echo_processor(
+    redis_url: str, processor_id: str, log_path: Path, capability: str = CAPABILITY, **extra: str
+) -> WorkerProcess:
+    env = worker_env(redis_url, lease_ms=2000, max_deliveries=3, ECHO_QUEUE_BOUND="0", ECHO_HEARTBEAT_S="0.3", **extra)
+    return WorkerProcess([sys.executable, "-m", "tests.echo_processor", processor_id, capability], env, log_path)
+
+
+def grey_jpeg(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    output = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 128, 128)).save(output, format="JPEG")
+    return output.getvalue()
 
 
 def dead_letter_by_hand(client: redis.Redis, processor_id: str, reason: str) -> str:

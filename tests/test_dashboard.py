@@ -21,6 +21,7 @@ from tests.dashboard_harness import (
     DashboardProcess,
     dead_letter_by_hand,
     echo_processor,
+    grey_jpeg,
     headless_chromium,
     publishing,
 )
@@ -211,17 +212,55 @@ def test_without_a_token_the_page_is_read_only_and_actions_answer_403(
     assert not ProcessorRegistry(pipeline_client).get(PROCESSOR).draining
 
 
-def test_cameras_page_shows_each_camera_the_camera_process_reports(
-    dashboard: DashboardProcess, pipeline_client: redis.Redis, page: Any, screenshots: Path
+def test_cameras_page_shows_each_camera_with_its_newest_detection_boxed(
+    redis_url: str,
+    dashboard: DashboardProcess,
+    pipeline_client: redis.Redis,
+    page: Any,
+    tmp_path: Path,
+    screenshots: Path,
 ) -> None:
     CameraStateStore(pipeline_client, "frameflow").write(
         [{"camera_id": "porch", "connected": True, "fps_in": 10.0, "fps_out": 5.0, "last_frame_age_s": 0.1}], ttl_s=30
     )
-    page.goto(f"{dashboard.url}/#cameras")
-    card = page.locator('#cameras .camera[data-camera="porch"]')
-    card.wait_for(timeout=10_000)
-    assert "connected" in card.inner_text()
-    page.screenshot(path=str(screenshots / "cameras.png"), full_page=True)
+    detector = echo_processor(
+        redis_url, "dash-boxes", tmp_path / "boxes.log", "dash_boxes",
+        ECHO_RESULTS="objects:detected", ECHO_BOX="20,30,140,150", FRAMEFLOW_SNAPSHOT_TTL_S="60",
+    )  # fmt: skip
+    try:
+        registry = ProcessorRegistry(pipeline_client)
+        wait_until(lambda: registry.get("dash-boxes"), 30, detector.log_tail)
+        producer = FrameProducer(redis_url)
+        try:
+            producer.publish(
+                camera_id="yard", image=grey_jpeg(320, 240), capabilities=["dash_boxes"], width=320, height=240
+            )
+        finally:
+            producer.close()
+        page.goto(f"{dashboard.url}/#cameras")
+        assert "connected" in page.locator('#cameras .camera[data-camera="porch"]').inner_text(timeout=10_000)
+        yard = page.locator('#cameras .camera[data-camera="yard"]')
+        assert "person 0.90" in yard.locator(".detections").inner_text(timeout=20_000)
+        picture = yard.locator("img.picture")
+        picture.wait_for(timeout=10_000)
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+        red, green, blue, _ = picture.evaluate(PIXEL_AT, [21, 90])  # on the box's left edge
+        assert red > 200 and green < 120 and blue < 80, (red, green, blue)
+        red, green, blue, _ = picture.evaluate(PIXEL_AT, [80, 90])  # inside: the grey frame itself
+        assert abs(red - 128) < 20 and abs(blue - 128) < 20, (red, green, blue)
+        page.screenshot(path=str(screenshots / "cameras.png"), full_page=True)
+    finally:
+        detector.stop()
+
+
+#: The colour of one pixel of an <img>, read through a canvas.
+PIXEL_AT = """(img, [x, y]) => {
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(img, 0, 0);
+  return Array.from(context.getImageData(x, y, 1, 1).data);
+}"""
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -21,11 +21,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.mqtt.mapping import ResultMapping
+
 from .actions import dead_letter_action, processor_action
 from .context import DashboardContext
 from .events import events
+from .pictures import PictureCache
 from .poller import SharedPoller
-from .reads import config, dead_letters, frame
+from .reads import config, dead_letters, frame, picture
 from .settings import DashboardSettings
 from .views import read_overview
 
@@ -43,12 +46,14 @@ SECURITY_HEADERS = {
 
 def create_app(client: redis.Redis, namespace: str, settings: DashboardSettings, redis_url_masked: str) -> Starlette:
     """The dashboard on ``client``; ``redis_url_masked`` is what the page shows of Redis."""
+    mapping = ResultMapping.default()
     poller = SharedPoller(
-        lambda: read_overview(client, namespace),
+        lambda: read_overview(client, namespace, mapping),
         interval_s=settings.interval_s,
         history_points=max(1, round(settings.history_s / settings.interval_s)),
     )
-    context = DashboardContext(client, namespace, settings, poller, redis_url_masked)
+    pictures = PictureCache(client, namespace, mapping)
+    context = DashboardContext(client, namespace, settings, poller, redis_url_masked, pictures)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -62,6 +67,7 @@ def create_app(client: redis.Redis, namespace: str, settings: DashboardSettings,
             Route("/api/events", events),
             Route("/api/frames/{frame_id}", frame),
             Route("/api/dead-letters", dead_letters),
+            Route("/api/pictures/{stream}/{entry_id}", picture),
             Route("/api/dead-letters/{queue}/{action}", dead_letter_action, methods=["POST"]),
             Route("/api/processors/{processor_id}/{action}", processor_action, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -12,6 +12,7 @@ import redis
 
 from pipeline.streams.broker import RedisStreamsBroker
 
+from .pictures import PictureCache
 from .poller import SharedPoller
 from .settings import DashboardSettings
 
@@ -25,6 +26,7 @@ class DashboardContext:
     settings: DashboardSettings
     poller: SharedPoller
     redis_url_masked: str
+    pictures: PictureCache
 
     def broker(self, *middleware: Any) -> RedisStreamsBroker:
         """A broker on the dashboard's client (the scheduler's re-routing needs the router's)."""

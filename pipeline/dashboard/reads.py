@@ -1,10 +1,11 @@
-"""The pages' lookups that are not live: the dashboard's configuration, a frame, the dead letters."""
+"""The pages' lookups that are not live: the dashboard's configuration, a frame, the dead letters,
+a camera's picture."""
 
 from __future__ import annotations
 
 import redis
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from pipeline.version import __version__
 
@@ -48,3 +49,16 @@ async def dead_letters(request: Request) -> JSONResponse:
     except redis.RedisError as error:
         return JSONResponse({"error": f"cannot read Redis: {error}"}, status_code=503)
     return JSONResponse({"queues": listing})
+
+
+async def picture(request: Request) -> Response:
+    """GET /api/pictures/{stream}/{entry_id}: the kept image of that result with its boxes, as a JPEG."""
+    context: DashboardContext = request.app.state.context
+    stream, entry_id = request.path_params["stream"], request.path_params["entry_id"]
+    try:
+        jpeg = await context.in_thread(context.pictures.picture, stream, entry_id)
+    except redis.RedisError as error:
+        return JSONResponse({"error": f"cannot read Redis: {error}"}, status_code=503)
+    if jpeg is None:
+        return JSONResponse({"error": "no picture kept for that result (never kept, or expired)"}, status_code=404)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -2,7 +2,8 @@
 
 The numbers are ``frameflow top``'s (:mod:`pipeline.tools.overview`): the same snapshot, the same
 states. The dashboard adds what a table cannot show, processing-time percentiles, from the newest
-entries of each result stream (the ``latency_ms`` every result carries).
+entries of each result stream (the ``latency_ms`` every result carries), and from the same entries
+each camera's newest picture (:mod:`.pictures`).
 """
 
 from __future__ import annotations
@@ -17,18 +18,22 @@ import redis
 from pipeline.cameras.state import CameraStateStore
 from pipeline.domain.process_entries import ProcessEntries
 from pipeline.domain.registry import ProcessorInfo
+from pipeline.mqtt.mapping import ResultMapping
 from pipeline.tools.overview import PipelineSnapshot, processing_rates, processor_state, take_snapshot
 
-#: How many of a result stream's newest entries the percentiles are taken over.
-LATENCY_SAMPLE = 200
+from .pictures import newest_pictures
+
+#: How many of a result stream's newest entries the percentiles (and the cameras' pictures) are taken from.
+RESULT_SAMPLE = 200
 
 
-def read_overview(client: redis.Redis, namespace: str) -> dict[str, Any]:
+def read_overview(client: redis.Redis, namespace: str, mapping: ResultMapping) -> dict[str, Any]:
     """Everything the overview and cameras pages show, in a few round trips (see the module docstring)."""
     snapshot = take_snapshot(client, namespace)
     live = [info for info in snapshot.processors if info.alive]
     processes = ProcessEntries(client, namespace).of_each(info.processor_id for info in live)
-    latencies, newest_result_ms = _recent_latencies(client, live)
+    results = _recent_results(client, live)
+    latencies, newest_result_ms = _latencies(results)
     rates = processing_rates(snapshot)
     return {
         "at": snapshot.at,
@@ -39,6 +44,7 @@ def read_overview(client: redis.Redis, namespace: str) -> dict[str, Any]:
         "queues": [{**dataclasses.asdict(queue), "dropped": queue.dropped} for queue in snapshot.queues],
         "parked": [dataclasses.asdict(item) for item in snapshot.parked],
         "cameras": CameraStateStore(client, namespace).read(),
+        "pictures": newest_pictures(mapping, results),
         "totals": _totals(snapshot, rates),
         "newest_result_ms": newest_result_ms,
     }
@@ -105,29 +111,35 @@ def _totals(snapshot: PipelineSnapshot, rates: dict[str, float]) -> dict[str, An
     }
 
 
-def _recent_latencies(
-    client: redis.Redis, processors: Iterable[ProcessorInfo]
-) -> tuple[dict[str, list[float]], int | None]:
-    """The ``latency_ms`` of each processor's newest results (one pipelined round trip over the
-    result streams), and the id time (ms) of the newest result of all."""
+def _recent_results(client: redis.Redis, processors: Iterable[ProcessorInfo]) -> list[tuple[str, str, dict[str, str]]]:
+    """The newest entries of every live processor's result stream, newest first per stream, as
+    ``(stream, entry_id, fields)``: one pipelined round trip."""
     streams = sorted({info.result_stream for info in processors if info.result_stream})
     if not streams:
-        return {}, None
+        return []
     pipe = client.pipeline(transaction=False)
     for stream in streams:
-        pipe.xrevrange(stream, count=LATENCY_SAMPLE)
-    latencies: dict[str, list[float]] = {}
-    newest: int | None = None
-    for reply in pipe.execute(raise_on_error=False):
+        pipe.xrevrange(stream, count=RESULT_SAMPLE)
+    entries = []
+    for stream, reply in zip(streams, pipe.execute(raise_on_error=False), strict=True):
         if not isinstance(reply, list):
             continue  # not a stream (yet): nothing to show
         for entry_id, fields in reply:
-            newest = max(newest or 0, int(entry_id.split(b"-")[0]))
-            try:
-                processor_id = fields[b"processor_id"].decode()
-                latencies.setdefault(processor_id, []).append(float(fields[b"latency_ms"]))
-            except (KeyError, ValueError, UnicodeDecodeError):
-                continue  # not a result of ours: the percentiles skip it
+            text = {name.decode(errors="replace"): value.decode(errors="replace") for name, value in fields.items()}
+            entries.append((stream, entry_id.decode(), text))
+    return entries
+
+
+def _latencies(results: list[tuple[str, str, dict[str, str]]]) -> tuple[dict[str, list[float]], int | None]:
+    """The ``latency_ms`` of each processor's results, and the id time (ms) of the newest result."""
+    latencies: dict[str, list[float]] = {}
+    newest: int | None = None
+    for _, entry_id, fields in results:
+        newest = max(newest or 0, int(entry_id.split("-")[0]))
+        try:
+            latencies.setdefault(fields["processor_id"], []).append(float(fields["latency_ms"]))
+        except (KeyError, ValueError):
+            continue  # not a result of ours: the percentiles skip it
     return latencies, newest
 
 

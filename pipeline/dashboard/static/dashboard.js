@@ -173,12 +173,28 @@ function chartPoint(overview) {
 // -- cameras -----------------------------------------------------------------------------------
 function renderCameras() {
   if (state.page !== "cameras" || !state.overview) return;
-  const cards = state.overview.cameras.map((camera) => el("div", { class: "camera", "data-camera": camera.camera_id },
-    el("h3", {}, camera.camera_id),
-    el("p", {}, camera.gone ? "gone" : camera.connected ? "connected" : "reconnecting"),
-    el("p", {}, `fps in ${number(camera.fps_in)}, out ${number(camera.fps_out)}, last frame ${age(camera.last_frame_age_s)} ago`)));
-  document.getElementById("cameras").replaceChildren(
-    ...(cards.length ? cards : [el("p", {}, "no camera process writes its state (frameflow cameras run)")]));
+  const states = Object.fromEntries(state.overview.cameras.map((camera) => [camera.camera_id, camera]));
+  const pictures = state.overview.pictures || {};
+  const ids = [...new Set([...Object.keys(states), ...Object.keys(pictures)])].sort();
+  const cards = ids.map((id) => {
+    const camera = states[id], picture = pictures[id];
+    const card = el("div", { class: "camera", "data-camera": id }, el("h3", {}, id));
+    if (picture) {
+      const link = el("a", { href: `#frame/${encodeURIComponent(picture.frame_id)}`, title: `frame ${picture.frame_id}` },
+        el("img", { class: "picture", src: picture.url, alt: `newest detection of ${id}` }));
+      card.append(link, el("p", { class: "detections" },
+        picture.detections.map((d) => `${d.label} ${d.score.toFixed(2)}`).join(", ")));
+    } else {
+      card.append(el("p", { class: "no-picture" }, "no recent detection with a kept image"));
+    }
+    if (camera) {
+      card.append(el("p", { class: "camera-state" }, camera.gone ? "gone" : camera.connected ? "connected" : "reconnecting"),
+        el("p", {}, `fps in ${number(camera.fps_in)}, out ${number(camera.fps_out)}, last frame ${age(camera.last_frame_age_s)} ago`));
+    }
+    return card;
+  });
+  const current = document.getElementById("cameras");  // pictures come again from the cache (max-age)
+  current.replaceChildren(...(cards.length ? cards : [el("p", {}, "no camera yet: no camera process writes its state, no detection was kept")]));
 }
 
 // -- frame lookup ------------------------------------------------------------------------------
