@@ -6,6 +6,7 @@ session's tmp dir (``dashboard-screenshots``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,21 @@ def test_overview_shows_the_processor_and_its_frames_per_s_rising_without_a_relo
     assert page.locator("#connection").inner_text() == "live"
 
 
+def test_eight_tabs_of_one_browser_all_go_live_on_one_shared_connection(
+    dashboard: DashboardProcess, browser: Any
+) -> None:
+    context = browser.new_context()  # one browser profile: at most 6 connections to the dashboard
+    try:
+        tabs = [context.new_page() for _ in range(8)]
+        for tab in tabs:
+            tab.goto(dashboard.url)
+        for tab in tabs:
+            tab.locator(f'#processors tr[data-processor="{PROCESSOR}"]').wait_for(timeout=15_000)
+            assert tab.locator("#connection").inner_text() == "live"
+    finally:
+        context.close()
+
+
 def test_frame_lookup_by_id_shows_the_processor_that_handled_it(
     dashboard: DashboardProcess, pipeline_client: redis.Redis, page: Any, screenshots: Path
 ) -> None:
@@ -204,6 +220,10 @@ def test_without_a_token_the_page_is_read_only_and_actions_answer_403(
         assert status == 403 and "read-only" in answer["error"]
         status, _ = read_only.post(f"/api/dead-letters/frames.ready.{PROCESSOR}/purge", token=TOKEN)
         assert status == 403
+        # SIGTERM with a page still streaming: it exits cleanly, without waiting for the page to go.
+        started = time.monotonic()
+        assert read_only.process.stop(timeout=10) == 0, read_only.process.log_tail()
+        assert time.monotonic() - started < 5
     finally:
         read_only.stop()
     # With a token configured, a request without it, or with another one, is refused too.

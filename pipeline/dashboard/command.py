@@ -36,11 +36,11 @@ def dashboard(obj: CliContext, host: str, port: int) -> None:
         settings = DashboardSettings.from_env()
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    import uvicorn
-
     from .app import create_app
+    from .server import DashboardServer
 
     app = create_app(obj.client(), obj.namespace, settings, obj.masked_url)
     mode = "read-only (set FRAMEFLOW_DASHBOARD_TOKEN to allow actions)" if settings.read_only else "actions allowed"
     click.echo(f"frameflow dashboard on http://{host}:{port}/ for {obj.masked_url}: {mode}")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    DashboardServer(app, host, port).run()
+    click.echo("frameflow dashboard stopped")

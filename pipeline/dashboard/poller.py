@@ -38,6 +38,8 @@ class SharedPoller:
         self._listeners = 0
         self._changed: asyncio.Condition | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     @property
     def listeners(self) -> int:
@@ -45,22 +47,36 @@ class SharedPoller:
 
     async def updates(self) -> AsyncIterator[dict[str, Any]]:
         """Each read from now on (the latest one first, when there is one), for as long as the caller
-        iterates: one page's stream."""
+        iterates or until :meth:`close_soon`: one page's stream."""
         changed = self._condition()
+        self._loop = asyncio.get_running_loop()
         self._listeners += 1
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = self._loop.create_task(self._run())
         try:
             seen = -1
-            while True:
+            while not self._closed:
                 async with changed:
-                    while self.latest is None or self.reads == seen:
+                    while not self._closed and (self.latest is None or self.reads == seen):
                         await changed.wait()
+                    if self._closed:
+                        return
                     seen, latest = self.reads, self.latest
                 assert latest is not None
                 yield latest
         finally:
             self._listeners -= 1
+
+    def close_soon(self) -> None:
+        """End every stream (the server is stopping); safe to call from a signal handler."""
+        self._closed = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.create_task, self._wake_all())
+
+    async def _wake_all(self) -> None:
+        changed = self._condition()
+        async with changed:
+            changed.notify_all()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -75,7 +91,7 @@ class SharedPoller:
 
     async def _run(self) -> None:
         changed = self._condition()
-        while self._listeners > 0:
+        while self._listeners > 0 and not self._closed:
             try:
                 overview = await asyncio.to_thread(self.read)
             except redis.RedisError as error:

@@ -1,4 +1,4 @@
-// frameflow dashboard: one EventSource feeds every page; actions are POSTs carrying the operator's token.
+// frameflow dashboard: one feed (feed.js) for every tab; actions are POSTs carrying the operator's token.
 "use strict";
 
 const state = { config: null, overview: null, history: [], page: "overview" };
@@ -162,14 +162,6 @@ function renderCharts() {
   })));
 }
 
-function chartPoint(overview) {
-  const byProcessor = {};
-  for (const view of overview.processors) {
-    if (view.alive) byProcessor[view.processor_id] = { frames_per_s: view.frames_per_s, p95_ms: view.p95_ms };
-  }
-  return { at: overview.at, frames_per_s: overview.totals.frames_per_s, by_processor: byProcessor };
-}
-
 // -- cameras -----------------------------------------------------------------------------------
 function renderCameras() {
   if (state.page !== "cameras" || !state.overview) return;
@@ -267,21 +259,37 @@ function showPage() {
   }
 }
 
-function listen() {
-  const source = new EventSource("/api/events");
+function receive(message) {
   const connection = document.getElementById("connection");
-  source.addEventListener("open", () => { connection.textContent = "live"; connection.className = "connection live"; });
-  source.addEventListener("error", () => { connection.textContent = "reconnecting…"; connection.className = "connection"; });
-  source.addEventListener("history", (event) => { state.history = JSON.parse(event.data); });
-  source.addEventListener("overview", (event) => {
-    state.overview = JSON.parse(event.data);
-    if (!state.overview.error) {
-      state.history.push(chartPoint(state.overview));
-      const horizon = state.overview.at - 300;
-      while (state.history.length && state.history[0].at < horizon) state.history.shift();
+  if (message.kind === "open") {
+    connection.textContent = "live";
+    connection.className = "connection live";
+  } else if (message.kind === "error") {
+    connection.textContent = "reconnecting…";
+    connection.className = "connection";
+  } else if (message.kind === "history") {
+    state.history = message.history.slice();
+  } else if (message.kind === "overview") {
+    state.overview = message.overview;
+    if (message.point) {
+      state.history.push(message.point);
+      while (state.history.length && state.history[0].at < message.point.at - HISTORY_S) state.history.shift();
     }
     renderOverview();
-  });
+  }
+}
+
+// Every tab of this browser shares one connection through a SharedWorker; without one, its own Feed.
+function listen() {
+  if (window.SharedWorker) {
+    const worker = new SharedWorker("/static/feed-worker.js", { name: "frameflow-feed" });
+    worker.port.addEventListener("message", (event) => receive(event.data));
+    worker.port.start();
+    window.addEventListener("pagehide", () => worker.port.postMessage("close"));
+  } else {
+    const feed = new Feed();
+    feed.listen(receive);
+  }
 }
 
 async function start() {
