@@ -102,6 +102,18 @@ class DashboardProcess:
         except urllib.error.HTTPError as error:
             return error.code, json.load(error)
 
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+            return response.read().decode()
+
+    def first_event(self) -> str:
+        """The event stream up to its first ``overview`` event."""
+        with urllib.request.urlopen(f"{self.url}/api/events", timeout=10) as response:
+            text = ""
+            while "event: overview" not in text or not text.endswith("\n\n"):
+                text += response.readline().decode()
+            return text
+
     def stop(self) -> None:
         self.process.stop()
 

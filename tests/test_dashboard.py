@@ -6,6 +6,8 @@ session's tmp dir (``dashboard-screenshots``).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import redis
 
 from pipeline import FrameProducer, ProcessorRegistry
 from pipeline.cameras.state import CameraStateStore
+from pipeline.streams.embedded import EmbeddedRedis
 from pipeline.streams.keys import queue_keys
 from tests.dashboard_harness import (
     CAPABILITY,
@@ -27,7 +30,7 @@ from tests.dashboard_harness import (
     publishing,
 )
 from tests.polling import wait_until
-from tests.processes import WorkerProcess
+from tests.processes import ROOT, WorkerProcess
 from tests.processor_harness import publish, register_fake
 
 PROCESSOR = "dash-echo"
@@ -295,3 +298,36 @@ def routed_to(dashboard: DashboardProcess) -> tuple[str, ...]:
         return tuple(publish(producer, [CAPABILITY], camera_id="cam-route").targets)
     finally:
         producer.close()
+
+
+def test_no_secret_reaches_the_page(page: Any, tmp_path: Path) -> None:
+    secret = "redis-pass-7d1e"
+    with EmbeddedRedis(extra_args=["--requirepass", secret]) as server:
+        url = f"redis://:{secret}@127.0.0.1:{server.port}/0"
+        client = redis.Redis.from_url(url)
+        register_fake(client, "private-1", (CAPABILITY,))
+        client.close()
+        private = DashboardProcess(url, tmp_path / "private.log", token=TOKEN)
+        try:
+            page.goto(private.url)
+            page.locator('#processors tr[data-processor="private-1"]').wait_for(timeout=15_000)
+            assert "redis://:***@127.0.0.1" in page.locator("#mode").inner_text()
+            seen = [
+                page.content(),
+                *(private.get(path) for path in ("/api/config", "/api/dead-letters", "/api/frames/x")),
+            ]
+            seen.append(private.first_event())
+        finally:
+            private.stop()
+    for text in seen:
+        assert secret not in text and TOKEN not in text
+
+
+def test_without_the_extra_the_command_says_what_to_install_in_one_line() -> None:
+    blocker = "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
+    code = blocker + "from pipeline.tools.cli.main import main; main(['dashboard'])"
+    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (
+        "Error: frameflow dashboard needs starlette and uvicorn: pip install 'frameflow[dashboard]'"
+    )
