@@ -6,6 +6,7 @@ session's tmp dir (``dashboard-screenshots``).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -331,3 +332,26 @@ def test_without_the_extra_the_command_says_what_to_install_in_one_line() -> Non
     assert completed.stderr.strip() == (
         "Error: frameflow dashboard needs starlette and uvicorn: pip install 'frameflow[dashboard]'"
     )
+
+
+def test_a_frame_looked_up_links_to_its_trace_when_a_tracing_ui_is_configured(pipeline_client: redis.Redis) -> None:
+    from pipeline.dashboard.lookup import find_frame
+
+    register_fake(pipeline_client, "traced-1", (CAPABILITY,), result_stream="traced:results")
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    context = json.dumps({"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    pipeline_client.xadd(
+        "traced:results",
+        {
+            "frame_id": "f-1",
+            "processor_id": "traced-1",
+            "camera_id": "c",
+            "latency_ms": "3.5",
+            "trace_context": context,
+        },
+    )
+    (result,) = find_frame(pipeline_client, "frameflow", "f-1", "http://jaeger:16686/trace/{trace_id}")["results"]
+    assert result["processor_id"] == "traced-1" and result["latency_ms"] == "3.5"
+    assert result["trace_url"] == f"http://jaeger:16686/trace/{trace_id}"
+    (untraced,) = find_frame(pipeline_client, "frameflow", "f-1")["results"]
+    assert untraced["trace_url"] is None and untraced["trace_id"] == trace_id

@@ -35,7 +35,10 @@ def test_make_run_installs_the_core_only_and_make_test_the_extras(tmp_path: Path
         assert len(installs) == 1 and installs[0].endswith(" -e ."), (target, installs)
     for target in ("test", "lint", "suite"):
         installs = pip_installs(make_dry_run(target, tmp_path))
-        assert len(installs) == 1 and installs[0].endswith("-e '.[dev,gestures,ml,mqtt,video]'"), (target, installs)
+        assert len(installs) == 1 and installs[0].endswith("-e '.[dashboard,dev,gestures,ml,mqtt,video]'"), (
+            target,
+            installs,
+        )
 
 
 def test_make_suite_runs_dramatiq_suite_and_make_test_checks_formatting(tmp_path: Path) -> None:
