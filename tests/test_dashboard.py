@@ -163,9 +163,11 @@ def test_a_dead_letter_requeued_from_the_page_is_processed(
     dashboard: DashboardProcess, pipeline_client: redis.Redis, poisoned_frame: str, page: Any, screenshots: Path
 ) -> None:
     open_with_token(page, dashboard, "#dead-letters")
-    letter = page.locator(f"#dead-letters tr:has-text('{poisoned_frame}')")
+    letter = page.locator(f"#dead-letters tr[data-entry]:has-text('{poisoned_frame}')")
     letter.wait_for(timeout=10_000)
     assert "test: failed on purpose" in letter.inner_text()
+    letter.locator("summary").click()  # show: the letter's fields
+    assert "cam-dead" in letter.locator(".letter-fields").inner_text()
     page.screenshot(path=str(screenshots / "dead-letters.png"), full_page=True)
     letter.locator("button[data-action=requeue]").click()
     page.wait_for_selector("#message.ok", timeout=10_000)

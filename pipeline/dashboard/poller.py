@@ -97,6 +97,9 @@ class SharedPoller:
             except redis.RedisError as error:
                 logger.warning("The dashboard cannot read Redis: %s", error)
                 overview = {"error": f"cannot read Redis: {error}"}
+            except Exception as error:  # a read that fails must not freeze every page: say it, go on
+                logger.error("The dashboard's read of Redis failed: %r", error)
+                overview = {"error": f"the dashboard's read failed: {error!r}"}
             else:
                 self.history.append(chart_point(overview))
             async with changed:

@@ -69,7 +69,12 @@ function renderOverview() {
   if (!overview) return;
   if (overview.error) {
     say(overview.error, true);
+    state.feedError = true;
     return;
+  }
+  if (state.feedError) {
+    say("", false);  // Redis answers again
+    state.feedError = false;
   }
   const totals = overview.totals;
   document.getElementById("totals").replaceChildren(
@@ -232,7 +237,9 @@ async function loadDeadLetters() {
   box.replaceChildren(...listing.queues.map((queue) => {
     const base = `/api/dead-letters/${encodeURIComponent(queue.queue_name)}`;
     const rows = queue.letters.map((letter) => el("tr", { "data-entry": letter.entry_id },
-      el("td", {}, letter.entry_id), el("td", {}, age(Date.now() / 1000 - letter.dead_at_ms / 1000)),
+      el("td", {}, el("details", {}, el("summary", {}, letter.entry_id),
+        el("table", { class: "letter-fields" }, el("tbody", {}, ...Object.entries(letter.fields).map(([name, value]) =>
+          el("tr", {}, el("th", {}, name), el("td", {}, value))))))), el("td", {}, age(Date.now() / 1000 - letter.dead_at_ms / 1000)),
       el("td", {}, letter.frame_id || letter.message_id || "(malformed entry)"), el("td", {}, letter.reason),
       el("td", { class: "actions-column" }, canAct()
         ? actionButton("requeue", `${base}/requeue`, `Put ${letter.entry_id} back on ${queue.queue_name}?`, { entry_ids: [letter.entry_id] })
