@@ -266,7 +266,7 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
     procfile = parse_procfile(text).processes
     # The model processors' lines are commented out (they need torch and weights): valid all the same.
     placeholders = parse_procfile("\n".join(line[1:] for line in text.splitlines() if line.startswith("#"))).processes
-    assert set(placeholders) == {"faces", "objects", "gestures", "mqtt"}
+    assert set(placeholders) == {"faces", "objects", "gestures", "mqtt", "dashboard"}
     settings = parse_env_file((ROOT / ".env").read_text())
     commands, processor_ids = {}, {}
     for name, command in {**procfile, **placeholders}.items():
@@ -319,14 +319,14 @@ def test_compose_file_has_the_whole_deployment(compose) -> None:
     services = compose["services"]
     assert set(services) == {
         "redis", "scheduler", "sample-worker", "cameras", "results", "ingest", "otel-collector", "prometheus",
-        "grafana", "mosquitto", "mqtt",
+        "grafana", "mosquitto", "mqtt", "dashboard",
     }  # fmt: skip
     redis_command = services["redis"]["command"]
     assert redis_command[0] == "redis-server"
     assert _option(redis_command, "--appendonly") == "yes"
     assert _option(redis_command, "--maxmemory-policy") == "noeviction"
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
-    for name in ("scheduler", "sample-worker", "cameras", "results", "mqtt", "ingest"):
+    for name in ("scheduler", "sample-worker", "cameras", "results", "mqtt", "ingest", "dashboard"):
         service = services[name]
         assert service["image"] == "frameflow:latest" and service["build"]["dockerfile"] == "compose/Dockerfile"
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
@@ -334,6 +334,7 @@ def test_compose_file_has_the_whole_deployment(compose) -> None:
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:")  # the MQTT bridge's broker, beside it
     assert services["mqtt"]["environment"]["MQTT_URL"] == "mqtt://mosquitto:1883"
+    assert services["dashboard"]["ports"] == ["127.0.0.1:8780:8780"]  # the host's loopback only
     observers = ("otel-collector", "prometheus", "grafana", "mosquitto")
     mounted = [volume.split(":")[0] for name in observers for volume in services[name]["volumes"]]
     for source in (item for item in mounted if item.startswith("./")):
@@ -344,7 +345,8 @@ def test_compose_services_run_commands_the_image_has(compose) -> None:
     dockerfile = (COMPOSE / "Dockerfile").read_text()
     for package in IMAGE_PACKAGES:
         assert f"COPY {package} ./{package}" in dockerfile
-    assert "pip install '.[otlp,mqtt,video]'" in dockerfile  # video: enqueue --source clip.mp4 in a container
+    # video: enqueue --source clip.mp4 and RTSP cameras in a container; dashboard: the compose service
+    assert "pip install '.[otlp,mqtt,video,dashboard]'" in dockerfile
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     assert "frameflow = pipeline.tools.cli:main" in setup["options.entry_points"]["console_scripts"]
@@ -364,7 +366,7 @@ def test_compose_services_run_commands_the_image_has(compose) -> None:
                 assert module.split(".")[0] in IMAGE_PACKAGES, module
                 assert importlib.util.find_spec(module) is not None, module
         checked += 1
-    assert checked == 6
+    assert checked == 7
 
 
 def test_compose_telemetry_configs_are_wired_together(compose) -> None:
