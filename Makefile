@@ -1,9 +1,11 @@
 # The two commands of the README. Each creates .venv and installs into it on first use (and again
-# whenever setup.cfg or pyproject.toml change): `make run` (and up, demo) only the core it runs,
+# whenever setup.cfg or pyproject.toml change): `make run` (and up, demo) only what the Procfile runs
+# (the core and the dashboard's two small packages),
 # `make test` (and lint, suite, bench) the extras the tests need, torch included.
 VENV ?= .venv
 PYTHON ?= python3
-CORE_STAMP := $(VENV)/.installed-core
+RUN_STAMP := $(VENV)/.installed-run
+RUN_EXTRAS := dashboard
 TEST_STAMP := $(VENV)/.installed-test
 TEST_EXTRAS := dashboard,dev,gestures,ml,mqtt,video
 
@@ -13,27 +15,27 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 
-$(CORE_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e .
-	touch $(CORE_STAMP)
+$(RUN_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[$(RUN_EXTRAS)]'
+	touch $(RUN_STAMP)
 
 $(TEST_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet --config-settings editable_mode=compat -e '.[$(TEST_EXTRAS)]'
-	touch $(TEST_STAMP) $(CORE_STAMP)
+	touch $(TEST_STAMP) $(RUN_STAMP)
 
 ## run: the Procfile end to end (embedded Redis on a free port, scheduler, sample processor,
 ##      synthetic camera, result follower) until 100 results arrived, then everything stops
-run: $(CORE_STAMP)
-	@printf 'REDIS_PORT=%s\nMETRICS_PORT=0\nCAMERA_FPS=25\nRESULTS_LIMIT=100\n' \
-	  "$$($(VENV)/bin/python -c 'from pipeline.streams.embedded import free_port; print(free_port())')" > $(VENV)/run.env
+run: $(RUN_STAMP)
+	@printf 'REDIS_PORT=%s\nDASHBOARD_PORT=%s\nMETRICS_PORT=0\nCAMERA_FPS=25\nRESULTS_LIMIT=100\n' \
+	  $$($(VENV)/bin/python -c 'from pipeline.streams.embedded import free_port; print(free_port(), free_port())') > $(VENV)/run.env
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -e .env,$(VENV)/run.env
 
 ## up: the Procfile with the settings of .env (Redis on 6379), until Ctrl-C
-up: $(CORE_STAMP)
+up: $(RUN_STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start
 
 ## demo: one worker process, 200 frames, a summary table (frameflow demo)
-demo: $(CORE_STAMP)
+demo: $(RUN_STAMP)
 	$(VENV)/bin/frameflow demo
 
 ## test: lint (ruff check, ruff format --check), the whole test suite (the MQTT bridge's on Debian's mosquitto, installed if missing:

@@ -151,7 +151,10 @@ def test_wait_for_redis_lets_a_command_start_before_redis_does() -> None:
 def test_procfile_runs_the_pipeline_and_leaves_nothing_behind_after_sigterm(tmp_path: Path) -> None:
     port, mark = free_port(), uuid.uuid4().hex
     settings = tmp_path / "test.env"
-    settings.write_text(f"REDIS_PORT={port}\nMETRICS_PORT=0\nCAMERA_FPS=20\nFRAMEFLOW_TEST_MARK={mark}\n")
+    dashboard_port = free_port()
+    settings.write_text(
+        f"REDIS_PORT={port}\nDASHBOARD_PORT={dashboard_port}\nMETRICS_PORT=0\nCAMERA_FPS=20\nFRAMEFLOW_TEST_MARK={mark}\n"
+    )
     env = {name: value for name, value in os.environ.items() if not name.startswith("REDIS_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     honcho = subprocess.Popen(
@@ -173,6 +176,8 @@ def test_procfile_runs_the_pipeline_and_leaves_nothing_behind_after_sigterm(tmp_
         running = wait_until(lambda: _procfile_processes(mark, port), 10, "the Procfile's processes")
         assert any("redis-server" in command for command in running.values()), running
         _assert_scraping_finds_the_sample_processor(lines)
+        page = wait_until(lambda: _http_get(f"http://127.0.0.1:{dashboard_port}/"), 30, "the dashboard's page")
+        assert "frameflow" in page
         client.close()
         honcho.send_signal(signal.SIGTERM)
         returncode = honcho.wait(timeout=30)
@@ -192,6 +197,15 @@ def test_procfile_runs_the_pipeline_and_leaves_nothing_behind_after_sigterm(tmp_
             redis.Redis(port=port, socket_connect_timeout=1).ping()
     finally:
         _stop_whatever_is_left(honcho, mark, port)
+
+
+def _http_get(url: str) -> str | None:
+    """The body at ``url``, or ``None`` while nothing answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
 
 
 def _stop_whatever_is_left(honcho: subprocess.Popen, mark: str, port: int) -> None:
@@ -266,7 +280,7 @@ def test_procfile_runs_every_part_of_the_pipeline_with_valid_commands() -> None:
     procfile = parse_procfile(text).processes
     # The model processors' lines are commented out (they need torch and weights): valid all the same.
     placeholders = parse_procfile("\n".join(line[1:] for line in text.splitlines() if line.startswith("#"))).processes
-    assert set(placeholders) == {"faces", "objects", "gestures", "mqtt", "dashboard"}
+    assert set(placeholders) == {"faces", "objects", "gestures", "mqtt"}
     settings = parse_env_file((ROOT / ".env").read_text())
     commands, processor_ids = {}, {}
     for name, command in {**procfile, **placeholders}.items():

