@@ -24,7 +24,7 @@ $(TEST_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
 	touch $(TEST_STAMP) $(RUN_STAMP)
 
 ## run: the Procfile end to end (embedded Redis on a free port, scheduler, sample processor,
-##      synthetic camera, result follower) until 100 results arrived, then everything stops
+##      synthetic camera, result follower, dashboard on a free port) until 100 results arrived, then everything stops
 run: $(RUN_STAMP)
 	@printf 'REDIS_PORT=%s\nDASHBOARD_PORT=%s\nMETRICS_PORT=0\nCAMERA_FPS=25\nRESULTS_LIMIT=100\n' \
 	  $$($(VENV)/bin/python -c 'from pipeline.streams.embedded import free_port; print(free_port(), free_port())') > $(VENV)/run.env
