@@ -129,6 +129,9 @@ class Settings:
         (``overflow``). 0 keeps every parked frame.
       snapshot_ttl_s: ``FRAMEFLOW_SNAPSHOT_TTL_S``, seconds a processor keeps the image of a frame whose
         result found something, for snapshots (``pipeline/kept_images.py``); 0, the default, keeps none.
+      preview_interval_s: ``FRAMEFLOW_PREVIEW_INTERVAL_S``, seconds between two previews of one camera
+        a producer keeps for the dashboard (its newest frame's image, :mod:`pipeline.domain.previews`);
+        0 keeps none. 1 by default.
       idle_consumer_s: ``FRAMEFLOW_IDLE_CONSUMER_S``, seconds a consumer of a queue's group may go
         without a sign of life, holding nothing, before the scheduler removes it from the group (the
         consumer of a worker that died or restarted); at least 3 (a live consumer says it lives every
@@ -162,6 +165,7 @@ class Settings:
     results_maxlen: int = 10_000
     parked_bound: int = 1000
     snapshot_ttl_s: int = 0
+    preview_interval_s: float = 1.0
     idle_consumer_s: float = 300.0
     processor_id: str | None = None
     orchestrator_url: str = ""
@@ -193,6 +197,7 @@ class Settings:
             results_maxlen=_int(env, "FRAMEFLOW_RESULTS_MAXLEN", cls.results_maxlen),
             parked_bound=_int(env, "FRAMEFLOW_PARKED_BOUND", cls.parked_bound),
             snapshot_ttl_s=_int(env, "FRAMEFLOW_SNAPSHOT_TTL_S", cls.snapshot_ttl_s),
+            preview_interval_s=_at_least(env, "FRAMEFLOW_PREVIEW_INTERVAL_S", cls.preview_interval_s, 0),
             idle_consumer_s=_at_least(env, "FRAMEFLOW_IDLE_CONSUMER_S", cls.idle_consumer_s, MIN_IDLE_CONSUMER_S),
             processor_id=env.get("PROCESSOR_ID") or None,
             orchestrator_url=env.get("ORCHESTRATOR_URL", cls.orchestrator_url),

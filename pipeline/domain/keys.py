@@ -98,6 +98,16 @@ def snapshot_key(namespace: str, frame_id: str) -> str:
     return f"{namespace}:snapshot:{{{frame_id}}}"
 
 
+def preview_key(namespace: str, camera_id: str) -> str:
+    """A camera's preview: its newest frame's image, kept a few seconds (:mod:`pipeline.domain.previews`)."""
+    return f"{namespace}:camera:{camera_id}:preview"
+
+
+def previews_index_key(namespace: str) -> str:
+    """Sorted set of the cameras with a preview, scored by when it was written (ms): the dashboard's list."""
+    return f"{namespace}:previews"
+
+
 def frame_id_of_image_key(namespace: str, key: str) -> str | None:
     """The frame id of ``key`` when it is a claim-checked image key of ``namespace``, else None."""
     prefix = f"{namespace}:image:{{"

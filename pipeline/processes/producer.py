@@ -5,6 +5,7 @@ routed messages, where the routing middleware decides where it goes (one
 processor per needed capability, least loaded first) and writes it there in
 one round trip. The result says where it went, or why not.
 ``publish_many`` does the same for many frames with one round trip per chunk.
+Each camera's newest frame is kept as its preview about once a second (:mod:`.previews`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import redis
 from middleware.routing import CapabilityRouter, RoutingDecision
 from middleware.tracing import MAX_OPEN_SENDS, Tracing
 from pipeline.domain.frames import FRAME_OPTION, MAX_FRAME_ID_CHARS, Frame, FrameRejected, frame_size_limit
+from pipeline.processes.previews import CameraPreviews
+from pipeline.settings import Settings
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
 
@@ -58,6 +61,9 @@ class FrameProducer:
         self.broker = RedisStreamsBroker(client=client, middleware=[Tracing(), self.router])
         self.max_frame_bytes = frame_size_limit(max_frame_bytes)
         self.max_age_ms = max_age_ms
+        self.previews = CameraPreviews(
+            self.broker.client, self.broker.namespace, Settings.from_env().preview_interval_s
+        )
 
     def publish(
         self,
@@ -126,7 +132,9 @@ class FrameProducer:
         """Route and write frames in one round trip, through the broker's one entrance for routed
         messages (``RedisStreamsBroker.dispatch``), as ``actor.send`` of a frame is: each send
         traced (its context goes into the frame's trace_context), its decision on its send span."""
-        return cast(list[RoutingDecision], self.broker.dispatch(messages))
+        decisions = cast(list[RoutingDecision], self.broker.dispatch(messages))
+        self.previews.keep(messages)  # each camera's newest frame, for the dashboard, once per interval
+        return decisions
 
     def _frame_message(
         self,
