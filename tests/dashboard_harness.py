@@ -146,16 +146,18 @@ def dead_letter_by_hand(client: redis.Redis, processor_id: str, reason: str) -> 
 
 
 @contextlib.contextmanager
-def publishing(redis_url: str, camera_id: str = "cam-dash", period_s: float = 0.02) -> Iterator[list[str]]:
+def publishing(
+    redis_url: str, camera_id: str = "cam-dash", period_s: float = 0.02, **options: Any
+) -> Iterator[list[str]]:
     """Frames of ``camera_id`` for the echo processor, one every ``period_s`` (the camera's rate), in a
-    thread, until the block ends; yields the ids published so far."""
+    thread, until the block ends; yields the ids published so far. ``options`` go to ``publish`` (``image``)."""
     producer = FrameProducer(redis_url)
     stop = threading.Event()
     sent: list[str] = []
 
     def run() -> None:
         while not stop.wait(period_s):
-            sent.append(publish(producer, [CAPABILITY], camera_id=camera_id).frame_id)
+            sent.append(publish(producer, [CAPABILITY], camera_id=camera_id, **options).frame_id)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

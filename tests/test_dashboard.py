@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import redis
@@ -277,6 +278,24 @@ def test_cameras_page_shows_each_camera_with_its_newest_detection_boxed(
         page.screenshot(path=str(screenshots / "cameras.png"), full_page=True)
     finally:
         detector.stop()
+
+
+def test_cameras_page_shows_a_live_thumbnail_of_a_camera_without_detections(
+    redis_url: str, dashboard: DashboardProcess, page: Any
+) -> None:
+    loaded = "(img) => img.complete && img.naturalWidth > 0"
+    with publishing(redis_url, camera_id="driveway", period_s=0.05, image=grey_jpeg(640, 480)) as sent:
+        page.goto(f"{dashboard.url}/#cameras")
+        driveway = page.locator('#cameras .camera[data-camera="driveway"]')
+        preview = driveway.locator("img.preview")
+        preview.wait_for(timeout=20_000)
+        page.wait_for_function(loaded, arg=preview.element_handle(), timeout=10_000)
+        assert preview.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [640, 480]
+        assert driveway.locator("img.picture").count() == 0  # the echo processor detects nothing
+        first = preview.get_attribute("src")
+        assert unquote(first.split("?v=")[1]) in sent
+        wait_until(lambda: preview.get_attribute("src") != first, 20, "the preview never moved to a newer frame")
+        page.wait_for_function(loaded, arg=driveway.locator("img.preview").element_handle(), timeout=10_000)
 
 
 #: The colour of one pixel of an <img>, read through a canvas.

@@ -28,7 +28,7 @@ from .context import DashboardContext
 from .events import events
 from .pictures import PictureCache
 from .poller import SharedPoller
-from .reads import config, dead_letters, frame, picture
+from .reads import config, dead_letters, frame, picture, preview
 from .settings import DashboardSettings
 from .views import read_overview
 
@@ -68,6 +68,7 @@ def create_app(client: redis.Redis, namespace: str, settings: DashboardSettings,
             Route("/api/frames/{frame_id}", frame),
             Route("/api/dead-letters", dead_letters),
             Route("/api/pictures/{stream}/{entry_id}", picture),
+            Route("/api/previews/{camera_id}", preview),
             Route("/api/dead-letters/{queue}/{action}", dead_letter_action, methods=["POST"]),
             Route("/api/processors/{processor_id}/{action}", processor_action, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -1,5 +1,5 @@
 """The pages' lookups that are not live: the dashboard's configuration, a frame, the dead letters,
-a camera's picture."""
+a camera's picture, a camera's preview."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from pipeline.domain.previews import read_preview
 from pipeline.version import __version__
 
 from .context import DashboardContext
@@ -62,3 +63,18 @@ async def picture(request: Request) -> Response:
     if jpeg is None:
         return JSONResponse({"error": "no picture kept for that result (never kept, or expired)"}, status_code=404)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def preview(request: Request) -> Response:
+    """GET /api/previews/{camera_id}: the camera's newest kept frame, its image as published. The page
+    asks with ``?v=<frame_id>``; another frame is another URL, so an answer may be cached."""
+    context: DashboardContext = request.app.state.context
+    try:
+        found = await context.in_thread(
+            read_preview, context.client, context.namespace, request.path_params["camera_id"]
+        )
+    except redis.RedisError as error:
+        return JSONResponse({"error": f"cannot read Redis: {error}"}, status_code=503)
+    if found is None:
+        return JSONResponse({"error": "no preview of that camera (none published lately)"}, status_code=404)
+    return Response(found.image, media_type=found.media_type, headers={"Cache-Control": "private, max-age=60"})

@@ -3,7 +3,8 @@
 The numbers are ``frameflow top``'s (:mod:`pipeline.tools.overview`): the same snapshot, the same
 states. The dashboard adds what a table cannot show, processing-time percentiles, from the newest
 entries of each result stream (the ``latency_ms`` every result carries), and from the same entries
-each camera's newest picture (:mod:`.pictures`).
+each camera's newest picture (:mod:`.pictures`); beside them, each camera's live preview
+(:mod:`pipeline.domain.previews`), named by a URL that changes only with the frame.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import dataclasses
 import statistics
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
 from pipeline.cameras.state import CameraStateStore
+from pipeline.domain.previews import preview_versions
 from pipeline.domain.process_entries import ProcessEntries
 from pipeline.domain.registry import ProcessorInfo
 from pipeline.mqtt.mapping import ResultMapping
@@ -45,8 +48,17 @@ def read_overview(client: redis.Redis, namespace: str, mapping: ResultMapping) -
         "parked": [dataclasses.asdict(item) for item in snapshot.parked],
         "cameras": CameraStateStore(client, namespace).read(),
         "pictures": newest_pictures(mapping, results),
+        "previews": _previews(client, namespace),
         "totals": _totals(snapshot, rates),
         "newest_result_ms": newest_result_ms,
+    }
+
+
+def _previews(client: redis.Redis, namespace: str) -> dict[str, dict[str, str]]:
+    """Camera -> its live preview's URL, versioned by the frame's id: a page fetches an image only when it changed."""
+    return {
+        camera: {"url": f"/api/previews/{quote(camera)}?v={quote(frame_id)}", "frame_id": frame_id}
+        for camera, frame_id in preview_versions(client, namespace).items()
     }
 
 

@@ -171,11 +171,14 @@ function renderCharts() {
 function renderCameras() {
   if (state.page !== "cameras" || !state.overview) return;
   const states = Object.fromEntries(state.overview.cameras.map((camera) => [camera.camera_id, camera]));
-  const pictures = state.overview.pictures || {};
-  const ids = [...new Set([...Object.keys(states), ...Object.keys(pictures)])].sort();
+  const pictures = state.overview.pictures || {}, previews = state.overview.previews || {};
+  const ids = [...new Set([...Object.keys(states), ...Object.keys(pictures), ...Object.keys(previews)])].sort();
   const cards = ids.map((id) => {
-    const camera = states[id], picture = pictures[id];
+    const camera = states[id], picture = pictures[id], preview = previews[id];
     const card = el("div", { class: "camera", "data-camera": id }, el("h3", {}, id));
+    if (preview) {  // the newest frame, no boxes: a new URL (and a fetch) only when the frame changed
+      card.append(el("img", { class: "preview", src: preview.url, alt: `newest frame of ${id}`, title: `frame ${preview.frame_id}` }));
+    }
     if (picture) {
       const link = el("a", { href: `#frame/${encodeURIComponent(picture.frame_id)}`, title: `frame ${picture.frame_id}` },
         el("img", { class: "picture", src: picture.url, alt: `newest detection of ${id}` }));
@@ -191,7 +194,7 @@ function renderCameras() {
     return card;
   });
   const current = document.getElementById("cameras");  // pictures come again from the cache (max-age)
-  current.replaceChildren(...(cards.length ? cards : [el("p", {}, "no camera yet: no camera process writes its state, no detection was kept")]));
+  current.replaceChildren(...(cards.length ? cards : [el("p", {}, "no camera yet: no camera process writes its state, no frame was published lately")]));
 }
 
 // -- frame lookup ------------------------------------------------------------------------------
