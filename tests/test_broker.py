@@ -10,7 +10,9 @@ import weakref
 
 import dramatiq
 import pytest
+import redis
 from dramatiq.errors import QueueJoinTimeout
+from redis.cluster import RedisCluster
 
 from pipeline import DeadLettered, InvalidQueueName, RedisStreamsBroker
 from pipeline.streams import consumer as consumer_module
@@ -250,3 +252,28 @@ def test_lapsed_lease_is_taken_over_by_another_consumer(broker, redis_client) ->
     pending = redis_client.xpending_range("default", "workers", "-", "+", 10)
     assert [entry["consumer"].decode() for entry in pending] == [broker.consumer_name]
     assert pending[0]["times_delivered"] == 2
+
+
+def test_a_queue_deleted_while_its_consumer_waits_is_recreated_not_an_error(broker, redis_client) -> None:
+    """The scheduler reaps a dead processor's queue while a consumer may still be blocked on it: Redis 7
+    answers that read with an UNBLOCKED error, which must end the wait like an empty read (Dramatiq's
+    consumer thread would log it as an unexpected error with a traceback and restart 3 s later)."""
+    broker.declare_queue("default")
+    consumer = broker.consume("default", prefetch=1, timeout=5000)
+    waited: list[object] = []
+    reader = threading.Thread(target=lambda: waited.append(next(consumer)), daemon=True)
+    reader.start()
+    wait_until(lambda: _blocked_clients(redis_client) >= 1, 10, "the consumer to block on its read")
+    redis_client.delete("default")
+    reader.join(timeout=10)
+    assert waited == [None]
+    broker.enqueue(dramatiq.Message(queue_name="default", actor_name="a", args=(1,), kwargs={}, options={}))
+    message = wait_until(lambda: next(consumer), 10, "the message on the recreated queue")
+    assert list(message.args) == [1]
+
+
+def _blocked_clients(client: redis.Redis | RedisCluster) -> int:
+    if isinstance(client, RedisCluster):  # the cluster pass: the read blocks on the stream's master
+        replies = client.info("clients", target_nodes=RedisCluster.PRIMARIES)
+        return sum(reply["blocked_clients"] for reply in replies.values())
+    return client.info("clients")["blocked_clients"]

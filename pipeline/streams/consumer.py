@@ -273,9 +273,11 @@ class StreamConsumer(Consumer):
                 "COUNT", count, "BLOCK", block_ms, "STREAMS", self.stream, ">",
             )  # fmt: skip
         except ResponseError as error:
-            if "NOGROUP" not in str(error):
+            # NOGROUP: the stream or group vanished before the read; UNBLOCKED (Redis 7): while it
+            # waited. Either way claim.lua recreates them.
+            if not str(error).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
-            self._next_housekeeping = 0.0  # the stream or group vanished: claim.lua recreates it
+            self._next_housekeeping = 0.0
             return []
         if not response:
             return []
