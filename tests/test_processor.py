@@ -248,10 +248,16 @@ def test_health_endpoint_reports_the_processor(
 
         publish(producer, ["face_detection"])
         wait_for(lambda: processor.stats.processed == 1, what="one frame to be processed")
-        with urllib.request.urlopen(info.health_endpoint, timeout=5) as response:
-            assert response.status == 200
-            assert response.headers["Content-Type"] == "application/json"
-            body = json.loads(response.read())
+
+        def drained_report() -> dict | None:
+            """The report once the frame's ack (written after ``processed`` counts it) left the queue."""
+            with urllib.request.urlopen(info.health_endpoint, timeout=5) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == "application/json"
+                report = json.loads(response.read())
+            return report if report["queue_backlog"] == 0 else None
+
+        body = wait_for(drained_report, what="the report with the frame acknowledged")
     assert body["processor_id"] == "face-1"
     assert body["capabilities"] == ["face_detection", "face_recognition"]
     assert body["capacity"] == 4
