@@ -10,6 +10,7 @@ masters, and a frame's whole trip from a producer to a processor's result.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 from collections.abc import Iterator
 
 import dramatiq
@@ -29,6 +30,7 @@ from pipeline.streams.cluster import ClusterDirectRedis
 from pipeline.streams.connection import connect, parse_multi_host_url, wait_until_reachable
 from pipeline.streams.keys import queue_keys
 from tests.cluster import LocalCluster, LocalSentinel, cluster_server_binary
+from tests.polling import wait_until
 
 from .processor_harness import IMAGE, RecordingProcessor, publish, running, wait_for
 
@@ -179,6 +181,44 @@ def test_a_batch_over_every_master_comes_back_in_order(
     for key in keys:  # each key was written on the master that owns its slot
         with redis_cluster.node_client(master_of(redis_cluster, cluster_client, key)) as node:
             assert node.get(key) == b"2"
+
+
+def test_a_batch_is_in_flight_on_every_master_at_once(
+    redis_cluster: LocalCluster, cluster_client: RedisCluster, direct: ClusterDirectRedis
+) -> None:
+    # One BLPOP per master, each blocking until its list gets an item: sent one master after
+    # another, the second would not even be written while the first blocks.
+    lists = {master_of(redis_cluster, cluster_client, f"list-{number}"): f"list-{number}" for number in range(30)}
+    assert len(lists) == 3
+    batch = [("BLPOP", key, 60) for key in lists.values()]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        replies = pool.submit(direct.execute_many, batch)
+        try:
+
+            def blocked() -> list[int]:
+                counts = []
+                for index in range(3):
+                    with redis_cluster.node_client(index) as node:
+                        counts.append(node.info("clients")["blocked_clients"])
+                return counts
+
+            wait_until(lambda: blocked() == [1, 1, 1], 30, lambda: f"a BLPOP blocked on every master ({blocked()})")
+        finally:
+            for key in lists.values():
+                cluster_client.rpush(key, "go")
+        assert replies.result(timeout=60) == [[key.encode(), b"go"] for key in lists.values()]
+
+
+def test_a_master_whose_connection_dropped_is_retried_alone(
+    redis_cluster: LocalCluster, cluster_client: RedisCluster, direct: ClusterDirectRedis
+) -> None:
+    keys = [f"dropped-{number}" for number in range(30)]
+    assert direct.execute_many([("INCR", key) for key in keys]) == [1] * len(keys)
+    with redis_cluster.node_client(1) as node:  # the hot path's idle connection to master 1 goes away
+        for client in node.client_list():
+            if client.get("cmd") == "incr":
+                node.client_kill_filter(_id=client["id"])
+    assert direct.execute_many([("INCR", key) for key in keys]) == [2] * len(keys)
 
 
 def test_error_replies_are_values_in_a_batch_and_raised_alone(

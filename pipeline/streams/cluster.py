@@ -6,7 +6,10 @@ slots, so on a cluster it is split by the master that owns each key's slot, as
 redis-py's slot map says (:meth:`RedisCluster.keyslot`,
 ``nodes_manager.get_node_from_slot``). Each master gets its part in one round
 trip on a :class:`~pipeline.streams.direct.DirectRedis` of its own, and the replies are
-put back in the caller's order. A ``MULTI`` ... ``EXEC`` block travels whole:
+put back in the caller's order. The round trips overlap: every master's part is
+written before any reply is read (:meth:`DirectRedis.send`, then :meth:`DirectRedis.receive`,
+one connection per master, no threads), so a batch over three masters costs about
+one round trip of waiting, not three. A ``MULTI`` ... ``EXEC`` block travels whole:
 frameflow's transactions touch one slot (see :mod:`pipeline.streams.keys`).
 
 What a cluster answers besides the reply:
@@ -24,6 +27,7 @@ as any error reply: an exception value in its place.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +38,7 @@ from redis.commands.core import Script
 from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
 
 from .connection import TRANSIENT_ERRORS
-from .direct import Command, DirectRedis, RoundTrips
+from .direct import Command, DirectRedis, InFlight, RoundTrips
 
 #: How many times one command is sent before its error reply is returned (redirects included).
 ATTEMPTS = 8
@@ -53,6 +57,34 @@ class _Unit(NamedTuple):
     ask: tuple[str, int] | None = None
 
 
+@dataclasses.dataclass
+class _Sent:
+    """One master's units, written to it, their replies not read yet."""
+
+    units: list[_Unit]
+    direct: DirectRedis
+    flight: InFlight
+    read: bool = False
+
+    def replies(self, scripts: Mapping[str, Script] | None) -> list[list[Any]]:
+        """Read the master's replies, per unit (the ``ASKING`` replies left out); a connection
+        error raised here has already been retried on this master (:meth:`DirectRedis.receive`)."""
+        self.read = True
+        flat = self.direct.receive(self.flight, scripts)
+        per_unit, cursor = [], 0
+        for unit in self.units:
+            cursor += 1 if unit.ask is not None else 0
+            per_unit.append(flat[cursor : cursor + len(unit.positions)])
+            cursor += len(unit.positions)
+        return per_unit
+
+    def abandon(self) -> None:
+        """Disconnect the connection if its replies were never read (it is out of step)."""
+        if not self.read:
+            self.read = True
+            self.direct.abandon(self.flight)
+
+
 class ClusterDirectRedis(RoundTrips):
     """Hot-path round trips on a Redis Cluster, one :class:`DirectRedis` per master (see the module docstring)."""
 
@@ -69,23 +101,28 @@ class ClusterDirectRedis(RoundTrips):
         for attempt in range(ATTEMPTS):
             retry: list[_Unit] = []
             wait = False
-            for node, node_units in self._by_master(commands, units).items():
-                try:
-                    node_replies = self._round_trip(node, commands, node_units, scripts)
-                except TRANSIENT_ERRORS:
-                    if attempt == ATTEMPTS - 1:
-                        raise
-                    self.client.nodes_manager.initialize()
-                    retry += node_units
-                    wait = True
-                    continue
-                for unit, unit_replies in zip(node_units, node_replies, strict=True):
-                    again = self._redirect(unit, unit_replies)
-                    if again is None or attempt == ATTEMPTS - 1:
-                        replies[unit.positions.start : unit.positions.stop] = unit_replies
-                    else:
-                        retry.append(again)
-                        wait = wait or (again.ask is None and not _moved(unit_replies))
+            sent = self._send_all(commands, units)
+            try:
+                for master in sent:
+                    try:
+                        node_replies = master.replies(scripts)
+                    except TRANSIENT_ERRORS:
+                        if attempt == ATTEMPTS - 1:
+                            raise
+                        self.client.nodes_manager.initialize()
+                        retry += master.units
+                        wait = True
+                        continue
+                    for unit, unit_replies in zip(master.units, node_replies, strict=True):
+                        again = self._redirect(unit, unit_replies)
+                        if again is None or attempt == ATTEMPTS - 1:
+                            replies[unit.positions.start : unit.positions.stop] = unit_replies
+                        else:
+                            retry.append(again)
+                            wait = wait or (again.ask is None and not _moved(unit_replies))
+            finally:
+                for master in sent:
+                    master.abandon()  # those an error left unread
             if not retry:
                 break
             units = retry
@@ -134,27 +171,19 @@ class ClusterDirectRedis(RoundTrips):
         except RedisClusterException:
             return None  # a command without keys
 
-    # -- one master ------------------------------------------------------------------------
-    def _round_trip(
-        self,
-        node: ClusterNode,
-        commands: Sequence[Command],
-        units: list[_Unit],
-        scripts: Mapping[str, Script] | None,
-    ) -> list[list[Any]]:
-        """Send ``units`` to ``node`` in one round trip; the replies of each unit."""
-        batch: list[Command] = []
-        for unit in units:
-            if unit.ask is not None:
-                batch.append(("ASKING",))
-            batch += [commands[position] for position in unit.positions]
-        flat = self._master(node).execute_many(batch, scripts)
-        per_unit, cursor = [], 0
-        for unit in units:
-            cursor += 1 if unit.ask is not None else 0  # the ASKING reply
-            per_unit.append(flat[cursor : cursor + len(unit.positions)])
-            cursor += len(unit.positions)
-        return per_unit
+    # -- the masters' round trips, together ------------------------------------------------
+    def _send_all(self, commands: Sequence[Command], units: list[_Unit]) -> list[_Sent]:
+        """Send every master its units before reading any reply, so that the round trips overlap."""
+        sent: list[_Sent] = []
+        try:
+            for node, node_units in self._by_master(commands, units).items():
+                direct = self._master(node)
+                sent.append(_Sent(node_units, direct, direct.send(_batch(commands, node_units))))
+        except BaseException:
+            for master in sent:
+                master.abandon()
+            raise
+        return sent
 
     def _master(self, node: ClusterNode) -> DirectRedis:
         with self._lock:
@@ -177,6 +206,16 @@ class ClusterDirectRedis(RoundTrips):
         if isinstance(first, ClusterDownError):
             self.client.nodes_manager.initialize()
         return _Unit(unit.positions)  # TRYAGAIN, CLUSTERDOWN, or ASK inside a transaction: after a pause
+
+
+def _batch(commands: Sequence[Command], units: list[_Unit]) -> list[Command]:
+    """The commands of ``units`` for one master, an ``ASKING`` before each unit redirected by ``ASK``."""
+    batch: list[Command] = []
+    for unit in units:
+        if unit.ask is not None:
+            batch.append(("ASKING",))
+        batch += [commands[position] for position in unit.positions]
+    return batch
 
 
 def _units(commands: Sequence[Command]) -> list[_Unit]:

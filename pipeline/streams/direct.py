@@ -34,6 +34,7 @@ the same interface, one :class:`DirectRedis` per master.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,8 +47,20 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
 from . import forks
+from .connection import TRANSIENT_ERRORS
 
 Command = Sequence[Any]
+
+
+@dataclasses.dataclass
+class InFlight:
+    """Commands written to a connection whose replies are still to be read (:meth:`DirectRedis.send`)."""
+
+    connection: Any
+    commands: Sequence[Command]
+    packed: list[bytes]
+    #: The connection error the write met, if any: :meth:`DirectRedis.receive` runs the round trip again.
+    error: Exception | None = None
 
 
 class RoundTrips(abc.ABC):
@@ -89,14 +102,51 @@ class DirectRedis(RoundTrips):
         ``scripts`` maps the SHA of every script an ``EVALSHA`` of ``commands`` names to the
         script, so that a Redis that lost its script cache gets it again.
         """
+        return self.receive(self.send(commands), scripts)
+
+    def send(self, commands: Sequence[Command]) -> InFlight:
+        """Write ``commands`` and return without reading their replies: :meth:`receive` reads them.
+
+        A caller with several servers (:class:`~pipeline.streams.cluster.ClusterDirectRedis`) sends
+        to each before reading any, so their round trips overlap. A connection error is kept for
+        :meth:`receive`, which then runs the round trip again under the retry policy.
+        """
         connection = self._take()
-        assert self._retry is not None
         try:
-            packed = self._pack(connection, commands)
-            replies = self._retry.call_with_retry(
-                lambda: self._round_trip(connection, packed, len(commands)),
-                lambda _error: connection.disconnect(),
-            )
+            flight = InFlight(connection, commands, self._pack(connection, commands))
+        except BaseException:
+            self._give_back(connection)
+            raise
+        try:
+            if connection._sock is None:
+                connection.connect()  # where the client's pool would connect (see the module docstring)
+            connection.send_packed_command(flight.packed)
+        except TRANSIENT_ERRORS as error:
+            connection.disconnect()
+            flight.error = error
+        except BaseException:
+            self._give_back(connection)
+            raise
+        return flight
+
+    def receive(self, flight: InFlight, scripts: Mapping[str, Script] | None = None) -> list[Any]:
+        """The replies of a :meth:`send`, in order, error replies as exception values (see :meth:`execute_many`)."""
+        connection, commands = flight.connection, flight.commands
+        assert self._retry is not None
+        first = True
+
+        def attempt() -> list[Any]:
+            """The first attempt is the write :meth:`send` made; a retry runs the whole round trip again."""
+            nonlocal first
+            if first:
+                first = False
+                if flight.error is not None:
+                    raise flight.error
+                return self._read(connection, len(commands))
+            return self._round_trip(connection, flight.packed, len(commands))
+
+        try:
+            replies = self._retry.call_with_retry(attempt, lambda _error: connection.disconnect())
             missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing and scripts:
                 for sha in {str(commands[index][1]) for index in missing}:
@@ -110,6 +160,11 @@ class DirectRedis(RoundTrips):
             return replies
         finally:
             self._give_back(connection)
+
+    def abandon(self, flight: InFlight) -> None:
+        """Give up a :meth:`send` whose replies will not be read: its connection is out of step, so disconnected."""
+        flight.connection.disconnect()
+        self._give_back(flight.connection)
 
     def close(self) -> None:
         """Disconnect the idle connections (one in use is disconnected when garbage-collected)."""
@@ -127,11 +182,15 @@ class DirectRedis(RoundTrips):
             return [b"".join([hiredis.pack_command(tuple(command)) for command in commands])]
         return connection.pack_commands(commands)
 
-    @staticmethod
-    def _round_trip(connection: Any, packed: list[bytes], count: int) -> list[Any]:
+    @classmethod
+    def _round_trip(cls, connection: Any, packed: list[bytes], count: int) -> list[Any]:
         if connection._sock is None:
             connection.connect()  # where the client's pool would connect (see the module docstring)
         connection.send_packed_command(packed)
+        return cls._read(connection, count)
+
+    @staticmethod
+    def _read(connection: Any, count: int) -> list[Any]:
         replies: list[Any] = []
         for _ in range(count):
             try:
