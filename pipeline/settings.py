@@ -6,6 +6,7 @@ import dataclasses
 import fnmatch
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -229,10 +230,16 @@ def mask_url(url: str) -> str:
     """``url`` with its password replaced by ``***``, fit for logs and errors.
 
     The hosts are kept as written, so a cluster's or sentinels' list
-    (``redis+cluster://:pw@a:7000,b:7001/``) is masked too."""
+    (``redis+cluster://:pw@a:7000,b:7001/``) is masked too, and so are passwords given as
+    options (``?sentinel_password=...``, ``?password=...``)."""
     parts = urlsplit(url)
+    query = _PASSWORD_OPTION.sub(r"\1***", parts.query)
     userinfo, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
+    netloc = f"{userinfo.partition(':')[0]}:***@{hosts}" if at and ":" in userinfo else parts.netloc
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = userinfo.partition(":")[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{hosts}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+#: A password given as a URL option: the sentinels' (``sentinel_password``) or redis-py's ``password``.
+_PASSWORD_OPTION = re.compile(r"((?:^|&)(?:sentinel_)?password=)[^&]*")

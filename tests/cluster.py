@@ -18,10 +18,12 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import redis
 
-from pipeline.streams.embedded import EmbeddedRedis, free_port
+from pipeline.streams.embedded import AclUser, EmbeddedRedis, TlsFiles, free_port
 from tests.polling import wait_until
 
 #: Redis Cluster's number of hash slots.
@@ -40,25 +42,43 @@ class LocalCluster:
       binary: the ``redis-server`` to run.
       masters: how many masters share the slots.
       extra_args: more ``redis-server`` arguments for every node (``--requirepass`` ...).
+      tls: every node listens with TLS only, the cluster bus too (``rediss+cluster://``).
     """
 
-    def __init__(self, binary: str, *, masters: int = 3, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, binary: str, *, masters: int = 3, extra_args: Sequence[str] = (), tls: TlsFiles | None = None
+    ) -> None:
         self._bus_ports = [free_port() for _ in range(masters)]
+        tls_args = ["--tls-cluster", "yes", "--tls-replication", "yes"] if tls is not None else []
         self.nodes = [
-            EmbeddedRedis(binary=binary, extra_args=[*_cluster_args(bus_port), *extra_args])
+            EmbeddedRedis(binary=binary, tls=tls, extra_args=[*_cluster_args(bus_port), *tls_args, *extra_args])
             for bus_port in self._bus_ports
         ]
+        self.tls = tls
         self._password = _argument(extra_args, "--requirepass")
 
     @property
     def url(self) -> str:
         """The cluster's ``redis+cluster://`` URL, every master as a startup node."""
         auth = f":{self._password}@" if self._password else ""
-        return "redis+cluster://" + auth + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes) + "/"
+        return self.url_as(auth)
+
+    def url_as(self, credentials: str) -> str:
+        """The cluster's URL with ``credentials`` (``user:password@``, quoted), TLS options included."""
+        scheme = "rediss+cluster" if self.tls is not None else "redis+cluster"
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        query = f"?{urlencode(self.tls.url_options())}" if self.tls is not None else ""
+        return f"{scheme}://{credentials}{hosts}/{query}"
+
+    def add_user(self, user: AclUser) -> None:
+        """``ACL SETUSER`` ``user`` with its rules on every master (ACL users are per node)."""
+        for index in range(len(self.nodes)):
+            with self.node_client(index) as client:
+                set_user(client, user)
 
     def node_client(self, index: int) -> redis.Redis:
         """A plain client of one master (cluster commands, ``FLUSHALL``, faults)."""
-        return redis.Redis(host="127.0.0.1", port=self.nodes[index].port, password=self._password)
+        return redis.Redis(host="127.0.0.1", port=self.nodes[index].port, password=self._password, **_tls(self.tls))
 
     def node_id(self, index: int) -> str:
         with self.node_client(index) as client:
@@ -134,16 +154,32 @@ class LocalCluster:
 
 
 class _SentinelProcess(EmbeddedRedis):
-    """``redis-server --sentinel``, watching one master; its configuration file is its own (0600)."""
+    """``redis-server --sentinel``, watching one master; its configuration file is its own (0600).
+    With ``own_password`` clients of the sentinel authenticate (``requirepass``); with ``tls`` it
+    listens with TLS only and reaches the master over TLS."""
 
-    def __init__(self, binary: str, service: str, master: EmbeddedRedis, password: str | None) -> None:
-        super().__init__(binary=binary)
+    def __init__(
+        self,
+        binary: str,
+        service: str,
+        master: EmbeddedRedis,
+        password: str | None,
+        *,
+        own_password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        # The password as EmbeddedRedis reads it for its readiness PING; it is written to the config file only.
+        super().__init__(binary=binary, tls=tls, extra_args=["--requirepass", own_password] if own_password else [])
         self.service, self.master, self.master_password = service, master, password
+        self.own_password = own_password
 
     def command_line(self) -> list[str]:
         config = Path(self.data_dir, "sentinel.conf")
+        listen = [f"port {self.port}"]
+        if self.tls is not None:
+            listen = ["port 0", *_tls_config(self.tls, self.port)]
         lines = [
-            f"port {self.port}",
+            *listen,
             "bind 127.0.0.1",
             f"dir {self.data_dir}",
             f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1",
@@ -152,6 +188,8 @@ class _SentinelProcess(EmbeddedRedis):
         ]
         if self.master_password:
             lines.append(f"sentinel auth-pass {self.service} {self.master_password}")
+        if self.own_password:
+            lines += [f"requirepass {self.own_password}", f"sentinel sentinel-pass {self.own_password}"]
         config.touch(mode=0o600)
         config.write_text("\n".join(lines) + "\n")
         return [self.binary, str(config), "--sentinel"]
@@ -159,7 +197,9 @@ class _SentinelProcess(EmbeddedRedis):
 
 class LocalSentinel:
     """One master (with ``--requirepass`` when ``password`` is given), ``replicas`` replicas of it,
-    and ``sentinels`` sentinels watching it (a quorum of one: any sentinel may fail over)."""
+    and ``sentinels`` sentinels watching it (a quorum of one: any sentinel may fail over); with
+    ``sentinel_password`` the sentinels want a password of their own, with ``tls`` every server
+    listens with TLS only."""
 
     def __init__(
         self,
@@ -169,15 +209,22 @@ class LocalSentinel:
         password: str | None = None,
         replicas: int = 0,
         sentinels: int = 1,
+        sentinel_password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.service, self.password = service, password
+        self.sentinel_password, self.tls = sentinel_password, tls
         auth = ["--requirepass", password, "--masterauth", password] if password else []
-        self.master = EmbeddedRedis(binary=binary, extra_args=auth)
+        auth += ["--tls-replication", "yes"] if tls is not None else []
+        self.master = EmbeddedRedis(binary=binary, extra_args=auth, tls=tls)
         self.replicas = [
-            EmbeddedRedis(binary=binary, extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.master.port)])
+            EmbeddedRedis(binary=binary, extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.master.port)], tls=tls)
             for _ in range(replicas)
         ]
-        self.sentinels = [_SentinelProcess(binary, service, self.master, password) for _ in range(sentinels)]
+        self.sentinels = [
+            _SentinelProcess(binary, service, self.master, password, own_password=sentinel_password, tls=tls)
+            for _ in range(sentinels)
+        ]
 
     @property
     def sentinel(self) -> _SentinelProcess:
@@ -185,11 +232,43 @@ class LocalSentinel:
 
     def url(self, db: int = 0) -> str:
         auth = f":{self.password}@" if self.password else ""
+        return self.url_as(auth, db)
+
+    def url_as(self, credentials: str, db: int = 0, *, sentinel_user: AclUser | None = None) -> str:
+        """The ``redis+sentinel://`` URL with the master's ``credentials`` (``user:password@``), and
+        the sentinels' credentials (``sentinel_user``'s, else their password) and the TLS options
+        as URL options."""
+        scheme = "rediss+sentinel" if self.tls is not None else "redis+sentinel"
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{auth}{hosts}/{self.service}/{db}"
+        options = self.tls.url_options() if self.tls is not None else {}
+        if sentinel_user is not None:
+            options.update(sentinel_username=sentinel_user.name, sentinel_password=sentinel_user.password)
+        elif self.sentinel_password:
+            options["sentinel_password"] = self.sentinel_password
+        query = f"?{urlencode(options)}" if options else ""
+        return f"{scheme}://{credentials}{hosts}/{self.service}/{db}{query}"
+
+    def add_user(self, user: AclUser) -> None:
+        """``ACL SETUSER`` ``user`` on the master and its replicas (a promoted replica must let it in)."""
+        for server in [self.master, *self.replicas]:
+            with self.server_client(server) as client:
+                set_user(client, user)
+
+    def add_sentinel_user(self, user: AclUser) -> None:
+        """``ACL SETUSER`` ``user`` on every sentinel (a sentinel's users are its own)."""
+        for sentinel in self.sentinels:
+            with self._client(sentinel.port, self.sentinel_password) as client:
+                set_user(client, user)
+
+    def server_client(self, server: EmbeddedRedis) -> redis.Redis:
+        """An admin client of the master or a replica."""
+        return self._client(server.port, self.password)
 
     def sentinel_client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.sentinel.port)
+        return self._client(self.sentinel.port, self.sentinel_password)
+
+    def _client(self, port: int, password: str | None) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, password=password, **_tls(self.tls))
 
     def master_port(self) -> int:
         """The port of the master the first sentinel names now."""
@@ -216,10 +295,7 @@ class LocalSentinel:
         demoted = next(server for server in [self.master, *self.replicas] if server.port == old)
 
         def roles_swapped() -> bool:
-            with (
-                redis.Redis(port=promoted.port, password=self.password) as new_master,
-                redis.Redis(port=demoted.port, password=self.password) as old_master,
-            ):
+            with self.server_client(promoted) as new_master, self.server_client(demoted) as old_master:
                 roles = (new_master.info("replication")["role"], old_master.info("replication")["role"])
             return roles == ("master", "slave")
 
@@ -243,6 +319,31 @@ class LocalSentinel:
     def __exit__(self, *exc_info: object) -> None:
         for server in [*self.sentinels, *self.replicas, self.master]:
             server.stop()
+
+
+def set_user(client: redis.Redis, user: AclUser) -> None:
+    """``ACL SETUSER`` ``user`` (from scratch: ``reset``) on the server of ``client``."""
+    client.execute_command("ACL", "SETUSER", user.name, "reset", "on", f">{user.password}", *user.rules)
+
+
+def _tls(tls: TlsFiles | None) -> dict[str, Any]:
+    """redis-py's options for a client of a server that has ``tls``."""
+    if tls is None:
+        return {}
+    options = tls.url_options()
+    return {
+        "ssl": True,
+        "ssl_ca_certs": options["ssl_ca_certs"],
+        "ssl_certfile": options.get("ssl_certfile"),
+        "ssl_keyfile": options.get("ssl_keyfile"),
+    }
+
+
+def _tls_config(tls: TlsFiles, port: int) -> list[str]:
+    """A sentinel's configuration lines for ``tls``: :meth:`TlsFiles.server_args` as a file's lines."""
+    args = tls.server_args(port)[2:]  # after "--port 0"
+    lines = [f"{name.removeprefix('--')} {value}" for name, value in zip(args[::2], args[1::2], strict=True)]
+    return [*lines, "tls-replication yes"]
 
 
 def _cluster_args(bus_port: int) -> list[str]:

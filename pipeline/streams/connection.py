@@ -15,8 +15,13 @@ The URL's scheme picks the client:
 * ``redis+sentinel://[user:pass@]host:26379[,host:port...]/<service>[/<db>]``
   (``rediss+sentinel://``): the master that the sentinels name for ``service``
   (:meth:`redis.sentinel.Sentinel.master_for`), found again after a failover. The
-  credentials are the master's; the sentinels are asked without a password (TLS
-  applies to both).
+  credentials are the master's; sentinels that have a password of their own get it as
+  the options ``?sentinel_password=...`` (and ``&sentinel_username=...`` for an ACL user of
+  the sentinels), masked like the URL's password wherever the URL is shown. TLS applies to both.
+
+What an ACL user needs beyond the commands it runs (the README names the rules): on a
+cluster, ``CLUSTER SLOTS`` (redis-py's discovery of the masters); a user without it gets one
+:class:`~redis.exceptions.NoPermissionError` saying so, not redis-py's "Cluster mode is not enabled".
 """
 
 from __future__ import annotations
@@ -28,14 +33,14 @@ import re
 import threading
 import time
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoPermissionError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
@@ -164,6 +169,11 @@ def wait_until_reachable(url: str, timeout_s: float | None = 0.0, stopping: thre
             return True
         except ValueError as error:
             raise RedisUnreachable(f"bad Redis URL {mask_url(url)}: {error}") from None
+        except NoPermissionError as error:
+            raise RedisUnreachable(
+                f"Redis at {mask_url(url)} refused a command frameflow needs: {error}; "
+                "give the ACL user the rules the README lists"
+            ) from None
         except redis.AuthenticationError as error:
             if not _has_password(url):
                 raise RedisUnreachable(
@@ -171,6 +181,9 @@ def wait_until_reachable(url: str, timeout_s: float | None = 0.0, stopping: thre
                 ) from None
             raise RedisUnreachable(f"Redis at {mask_url(url)} refused the credentials: {error}") from None
         except (*TRANSIENT_ERRORS, RedisClusterException) as error:
+            refusal = _sentinels_refusal(error)
+            if refusal is not None:  # every sentinel answered, and said no: waiting will not change that
+                raise RedisUnreachable(f"the sentinels of {mask_url(url)} {refusal}: {_reason(error, url)}") from None
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise RedisUnreachable(f"cannot reach Redis at {mask_url(url)}: {_reason(error, url)}") from None
@@ -214,8 +227,10 @@ def _cluster_client(parsed: MultiHostURL, **options: Any) -> RedisCluster:
         return RedisCluster(url=parsed.node_url, startup_nodes=others, **options)
     except RedisClusterException as error:
         cause: BaseException | None = error
-        while cause is not None and not isinstance(cause, redis.AuthenticationError):
+        while cause is not None and not isinstance(cause, redis.AuthenticationError | NoPermissionError):
             cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, NoPermissionError):  # redis-py says "Cluster mode is not enabled on this node"
+            raise NoPermissionError(f"{cause} (finding the cluster's masters needs +cluster|slots)") from None
         if cause is not None:  # no node let us in: the credentials, not the network
             raise redis.AuthenticationError(str(error)) from None
         raise
@@ -228,6 +243,9 @@ def _sentinel_master(parsed: MultiHostURL, **options: Any) -> redis.Redis:
         kwargs.pop(name, None)
     tls = kwargs.pop("connection_class", None) is redis.SSLConnection
     sentinel_kwargs = {name: value for name, value in kwargs.items() if name.startswith(("socket_", "ssl_"))}
+    for option in ("sentinel_username", "sentinel_password"):  # the sentinels' own credentials
+        if option in kwargs:
+            sentinel_kwargs[option.removeprefix("sentinel_")] = kwargs.pop(option)
     if tls:
         sentinel_kwargs["ssl"] = True
     sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs, ssl=tls, **kwargs)
@@ -264,6 +282,22 @@ def _has_password(url: str) -> bool:
 _SENTINEL_CLIENT_REPR = re.compile(r"<redis\.client\.Redis\(.*?\)>\)>\)> - (?:\w+:)?")
 
 
+#: What sentinels that all refused a client say, by the error class each answered with.
+_SENTINEL_REFUSALS = {
+    "AuthenticationError": "refused the credentials (the sentinels' own: ?sentinel_password=..., "
+    "&sentinel_username=...)",
+    "NoPermissionError": "refused a command frameflow needs (give the sentinels' user +sentinel|masters)",
+}
+
+
+def _sentinels_refusal(error: Exception) -> str | None:
+    """Why every sentinel turned the client away, when each answered with the same refusal; else None."""
+    if not isinstance(error, MasterNotFoundError):
+        return None
+    answers = {re.split(r"\W", answer, maxsplit=1)[0] for answer in _SENTINEL_CLIENT_REPR.split(str(error))[1:]}
+    return _SENTINEL_REFUSALS.get(answers.pop()) if len(answers) == 1 else None
+
+
 def _reason(error: Exception, url: str) -> str:
     """``error``'s text for one log line: the password masked, and no sentinel client's repr
     (redis-py quotes one per sentinel, hundreds of characters each; the error that follows names
@@ -277,5 +311,8 @@ def _reason(error: Exception, url: str) -> str:
 def _without_password(error: Exception, url: str) -> str:
     """``error``'s text with the URL's password masked (redis-py's cluster errors quote node URLs)."""
     text = str(error)
-    password = urlsplit(url.replace("+cluster", "").replace("+sentinel", "")).password
-    return text.replace(password, "***") if password else text
+    parts = urlsplit(url.replace("+cluster", "").replace("+sentinel", ""))
+    passwords = [parts.password, *(value for name, value in parse_qsl(parts.query) if name.endswith("password"))]
+    for password in filter(None, passwords):
+        text = text.replace(password, "***")
+    return text

@@ -55,6 +55,14 @@ PIPELINE_ACL_RULES: tuple[str, ...] = (
     "-@dangerous",
 )
 
+#: What the user needs besides :data:`PIPELINE_ACL_RULES` on a Redis Cluster: redis-py finds the
+#: masters and their slots with ``CLUSTER SLOTS`` (``COMMAND``, which it also runs, is in ``@connection``).
+CLUSTER_ACL_RULES: tuple[str, ...] = ("+cluster|slots",)
+
+#: The rules of frameflow's user on the sentinels (whose users are their own): redis-py asks
+#: ``SENTINEL MASTERS`` for the master's address, again after every disconnect (a failover).
+SENTINEL_ACL_RULES: tuple[str, ...] = ("resetchannels", "-@all", "+sentinel|masters")
+
 
 @dataclasses.dataclass(frozen=True)
 class TlsFiles:
