@@ -24,7 +24,10 @@ the ack transaction, the router's pipeline) go through :class:`DirectRedis`:
 * error replies in a batch are returned as :class:`~redis.exceptions.ResponseError`
   values, in order, as ``pipeline.execute(raise_on_error=False)`` returns them; a
   ``NOSCRIPT`` reply to an ``EVALSHA`` loads the script and runs that command again;
-* a forked child never uses its parent's sockets.
+* a forked child never uses its parent's sockets;
+* a round trip can be split in its write (:meth:`DirectRedis.send`) and its read
+  (:meth:`DirectRedis.receive`), so that a caller with several servers (a cluster's
+  masters) writes to all of them before it waits for any.
 
 Replies are RESP as hiredis parses it: no response callbacks. On a Redis
 Cluster the broker uses :class:`pipeline.streams.cluster.ClusterDirectRedis` instead:
@@ -118,9 +121,7 @@ class DirectRedis(RoundTrips):
             self._give_back(connection)
             raise
         try:
-            if connection._sock is None:
-                connection.connect()  # where the client's pool would connect (see the module docstring)
-            connection.send_packed_command(flight.packed)
+            self._write(connection, flight.packed)
         except TRANSIENT_ERRORS as error:
             connection.disconnect()
             flight.error = error
@@ -184,10 +185,14 @@ class DirectRedis(RoundTrips):
 
     @classmethod
     def _round_trip(cls, connection: Any, packed: list[bytes], count: int) -> list[Any]:
+        cls._write(connection, packed)
+        return cls._read(connection, count)
+
+    @staticmethod
+    def _write(connection: Any, packed: list[bytes]) -> None:
         if connection._sock is None:
             connection.connect()  # where the client's pool would connect (see the module docstring)
         connection.send_packed_command(packed)
-        return cls._read(connection, count)
 
     @staticmethod
     def _read(connection: Any, count: int) -> list[Any]:
