@@ -16,6 +16,7 @@ CASES = {
     "dramatiq": "benchmarks.case_dramatiq",
     "pipeline": "benchmarks.case_pipeline",
     "publish_many": "benchmarks.case_pipeline",
+    "routing": "benchmarks.case_routing",
     "latency": "benchmarks.latency",
 }
 

@@ -75,6 +75,24 @@ def contenders(sizes: Sizes) -> list[Contender]:
             "publish_many",
             {"frames": sizes.batch_frames, "size": KB, "batch": 1000},
         ),
+        *routing_sweep(sizes),
+    ]
+
+
+#: Live processors of one capability in the routing sweep (issue 19: the rate with 500 >= 0.8x the rate with 1).
+ROUTING_SWEEP = (1, 10, 100, 500)
+
+
+def routing_sweep(sizes: Sizes) -> list[Contender]:
+    """Single-frame publish with N processors of one capability (:mod:`benchmarks.case_routing`)."""
+    return [
+        Contender(
+            f"routing_{count}",
+            f"frameflow publish, 1 KB, {count} processor{'s' if count > 1 else ''} of one capability",
+            "routing",
+            {"processors": count, "frames": 2 * sizes.frames, "size": KB},
+        )
+        for count in ROUTING_SWEEP
     ]
 
 
@@ -112,4 +130,5 @@ TARGETS = [
         0.5,
     ),
     Target("publish_many, 1 KB frames/s", ("publish_many_1k", "send"), None, 20_000, unit="/s"),
+    Target("publish rate with 500 processors / with 1", ("routing_500", "send"), ("routing_1", "send"), 0.8),
 ]

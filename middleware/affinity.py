@@ -46,8 +46,21 @@ def overloaded(info: ProcessorInfo, load: Mapping[str, float]) -> bool:
 
 def camera_instance(camera_id: str, candidates: Sequence[ProcessorInfo], load: Mapping[str, float]) -> ProcessorInfo:
     """The instance among ``candidates`` (live, not draining) that ``camera_id``'s frames go to."""
-    open_ = [info for info in candidates if not overloaded(info, load)]
-    return max(open_ or candidates, key=lambda info: rendezvous_score(camera_id, info.processor_id))
+    return first_open(ranked(camera_id, candidates), load)
+
+
+def ranked(camera_id: str, candidates: Sequence[ProcessorInfo]) -> list[ProcessorInfo]:
+    """``candidates`` from ``camera_id``'s first choice to its last: highest score first.
+
+    The ranking depends on the instances alone, so a router keeps it while they stay the
+    same (:class:`middleware.route_index.RouteIndex`) and places a frame in
+    :func:`first_open` without hashing every instance again."""
+    return sorted(candidates, key=lambda info: rendezvous_score(camera_id, info.processor_id), reverse=True)
+
+
+def first_open(ranking: Sequence[ProcessorInfo], load: Mapping[str, float]) -> ProcessorInfo:
+    """The best-ranked instance whose queue is not full; the best-ranked when every queue is."""
+    return next((info for info in ranking if not overloaded(info, load)), ranking[0])
 
 
 def wants_camera_affinity(candidates: Sequence[ProcessorInfo]) -> bool:

@@ -18,7 +18,10 @@ release their references in a second round trip, taken only when some were dropp
 
 Routing costs no Redis round trip per frame: the registry and queue loads are
 cached for ``refresh_s`` and the router adds what it routed since the last
-refresh to its load estimate.
+refresh to its load estimate. Nor does it cost a scan of every processor: the
+choice is made in an index kept as frames are routed (:mod:`middleware.route_index`),
+and a refresh reads the registry's entries again only when they changed
+(:mod:`pipeline.domain.registry_view`).
 """
 
 from __future__ import annotations
@@ -39,14 +42,16 @@ from pipeline.domain.frames import FRAME_OPTION, IMAGE_REF_FIELD, now_ms
 from pipeline.domain.keys import counts_key, image_key, parked_counts_key, parked_key, probe_key
 from pipeline.domain.lua import domain_scripts
 from pipeline.domain.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
+from pipeline.domain.registry_view import RegistryView
 from pipeline.settings import Settings
 from pipeline.streams.dispatch import Dispatcher
 from pipeline.streams.wire import encode_flat
 
-from .affinity import camera_instance, wants_camera_affinity
+from .affinity import camera_instance, first_open, wants_camera_affinity
 from .decisions import RoutePlan, RoutingDecision, decisions, settle_drops
 from .load import measure_load
 from .parking import parked_reason, release_parked
+from .route_index import RouteIndex
 
 if TYPE_CHECKING:
     from pipeline.streams.broker import RedisStreamsBroker
@@ -91,8 +96,8 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         self.default_max_age_ms = default_max_age_ms
         self.parked_bound = Settings.from_env().parked_bound if parked_bound is None else parked_bound
         self._lock = threading.Lock()
-        self._processors: list[ProcessorInfo] = []
-        self._load: dict[str, float] = {}
+        self._view: RegistryView | None = None
+        self._index: RouteIndex | None = None
         self._refreshed_at = 0.0
 
     @property
@@ -101,18 +106,28 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
 
     # -- the cache ------------------------------------------------------------------------
     def invalidate(self) -> None:
+        """Read the registry's every entry and the loads again before the next frame."""
         with self._lock:
             self._refreshed_at = 0.0
+            view = self._view
+        if view is not None:
+            view.forget()
 
-    def _snapshot(self, broker: RedisStreamsBroker) -> tuple[list[ProcessorInfo], dict[str, float]]:
+    def _snapshot(self, broker: RedisStreamsBroker) -> RouteIndex:
         with self._lock:
-            if time.monotonic() - self._refreshed_at < self.refresh_s:
-                return self._processors, self._load
-        processors = ProcessorRegistry(broker.client, broker.namespace).list()
+            if self._index is not None and time.monotonic() - self._refreshed_at < self.refresh_s:
+                return self._index
+            view = self._view
+            if view is None or view.registry.client is not broker.client:
+                view = self._view = RegistryView(ProcessorRegistry(broker.client, broker.namespace))
+        processors = view.live()
         load = measure_load(broker, processors)
         with self._lock:
-            self._processors, self._load, self._refreshed_at = processors, load, time.monotonic()
-            return processors, load
+            if self._index is None or self._index.processors is not processors:
+                self._index = RouteIndex(processors)  # the registry changed: sort its processors out again
+            self._index.measured(load)
+            self._refreshed_at = time.monotonic()
+            return self._index
 
     # -- the broker's dispatcher (pipeline/streams/dispatch.py) ---------------------------------
     def attached(self, broker: RedisStreamsBroker) -> None:
@@ -201,9 +216,9 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         self, broker: RedisStreamsBroker, messages: Sequence[dramatiq.Message]
     ) -> tuple[list[RoutePlan], list[tuple[Any, ...]]]:
         """The plans for ``messages`` and the commands that carry them out, with their counts."""
-        processors, load = self._snapshot(broker)
+        index = self._snapshot(broker)
         commands: list[tuple[Any, ...]] = []
-        plans = [self._plan(broker, message, processors, load, commands) for message in messages]
+        plans = [self._plan(broker, message, index, commands) for message in messages]
         routed: Counter[str] = Counter(info.queue_name for plan in plans for info in plan.targets)
         parked: Counter[str] = Counter(capability for plan in plans for capability in plan.unserved)
         # Counted for the scheduler's /metrics, in the same round trip.
@@ -215,18 +230,14 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         self,
         broker: RedisStreamsBroker,
         message: dramatiq.Message,
-        processors: list[ProcessorInfo],
-        load: dict[str, float],
+        index: RouteIndex,
         commands: list[tuple[Any, ...]],
     ) -> RoutePlan:
         """Choose where one frame goes and append the commands that put it there."""
         capabilities = list(message.options.get("capabilities") or ())
         frame = dict(message.args[0]) if message.args and isinstance(message.args[0], dict) else {}
         frame_id = frame.get("frame_id") or message.message_id
-        targets, unserved = self._choose(broker, capabilities, processors, load, str(frame.get("camera_id") or ""))
-        with self._lock:
-            for info in targets:
-                self._load[info.processor_id] = self._load.get(info.processor_id, 0.0) + 1 / max(1, info.capacity)
+        targets, unserved = self._choose(broker, capabilities, index, str(frame.get("camera_id") or ""))
         options = {
             FRAME_OPTION: True,
             "captured_at_ms": message.options.get("captured_at_ms") or now_ms(),
@@ -278,43 +289,38 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         return max(1, min(int(self.image_ttl_s * 1000), life_ms + IMAGE_GRACE_MS))
 
     def _choose(
-        self,
-        broker: RedisStreamsBroker,
-        capabilities: list[str],
-        processors: list[ProcessorInfo],
-        load: dict[str, float],
-        camera_id: str = "",
+        self, broker: RedisStreamsBroker, capabilities: list[str], index: RouteIndex, camera_id: str = ""
     ) -> tuple[list[ProcessorInfo], list[str]]:
+        """Where a frame needing ``capabilities`` goes (each target's load grows by the frame), and
+        the capabilities nobody serves."""
         chosen: list[ProcessorInfo] = []
         unserved: list[str] = []
         for capability in dict.fromkeys(capabilities):
             if any(capability in info.capabilities for info in chosen):
                 continue  # a processor already chosen serves this one too: it gets the frame once
-            candidates = [
-                info
-                for info in processors
-                if capability in info.capabilities and not info.draining and self._admits(broker, info)
-            ]
-            if not candidates:
+            probes = [info for info in index.tripped(capability) if self._admits(broker, info)]
+            with self._lock:
+                best = self._best(index, capability, capabilities, probes, camera_id)
+                if best is not None:
+                    index.routed(best)
+            if best is None:
                 unserved.append(capability)
-                continue
-            if len(candidates) > 1 and camera_id and wants_camera_affinity(candidates):
-                chosen.append(camera_instance(camera_id, candidates, load))
-                continue
-            best = (
-                candidates[0]
-                if len(candidates) == 1
-                else min(
-                    candidates,
-                    key=lambda info: (
-                        load.get(info.processor_id, 0.0),
-                        -_covers(info, capabilities),
-                        info.processor_id,
-                    ),
-                )
-            )
-            chosen.append(best)
+            else:
+                chosen.append(best)
         return chosen, unserved
+
+    @staticmethod
+    def _best(
+        index: RouteIndex, capability: str, capabilities: list[str], probes: list[ProcessorInfo], camera_id: str
+    ) -> ProcessorInfo | None:
+        """The least-loaded candidate of ``capability`` or, for camera-affine processors, the camera's."""
+        routable = index.routable(capability)
+        affine = index.affine(capability) or wants_camera_affinity(probes)
+        if affine and camera_id and len(routable) + len(probes) > 1:
+            if probes:  # a probe is let through: rank it with the others, this once
+                return camera_instance(camera_id, [*routable, *probes], index.load)
+            return first_open(index.ranking(capability, camera_id), index.load)
+        return index.least_loaded(capability, capabilities, probes)
 
     def _admits(self, broker: RedisStreamsBroker, info: ProcessorInfo) -> bool:
         """Closed breakers admit everything; an open one admits a single probe after the cool-down."""
@@ -342,10 +348,6 @@ def _inlined(command: tuple[Any, ...], scripts: dict[str, str]) -> tuple[Any, ..
 
 def _flatten(fields: dict[str, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
-
-
-def _covers(info: ProcessorInfo, capabilities: list[str]) -> int:
-    return sum(1 for capability in capabilities if capability in info.capabilities)
 
 
 def router_of(broker: RedisStreamsBroker) -> CapabilityRouter | None:

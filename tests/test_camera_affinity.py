@@ -125,6 +125,27 @@ def test_a_camera_leaves_an_instance_whose_queue_is_full(
         fresh.close()
 
 
+def test_a_camera_follows_its_instance_filling_and_emptying_within_the_refresh(
+    redis_client: redis.Redis, producer: FrameProducer
+) -> None:
+    for name in ("full-a", "full-b", "full-c"):
+        register_fake(redis_client, name, (CAPABILITY,), affinity="camera", capacity=1, queue_bound=100)
+    camera = "cam-1"
+    home, second, _ = sorted(("full-a", "full-b", "full-c"), key=lambda name: -rendezvous_score(camera, name))
+
+    def goes_to(instance: str) -> bool:
+        return all(publish(producer, [CAPABILITY], camera_id=camera).targets == (instance,) for _ in range(3))
+
+    assert goes_to(home)
+    with redis_client.pipeline(transaction=False) as pipe:  # another producer's frames: home over its bound
+        for _ in range(150):
+            pipe.xadd(f"frames:ready:{home}", {"frame_id": "waiting"})
+        pipe.execute()
+    wait_until(lambda: goes_to(second), 10, f"{camera} to move to {second} while {home} is full")
+    redis_client.delete(f"frames:ready:{home}")  # home caught up
+    wait_until(lambda: goes_to(home), 10, f"{camera} to come back to {home}")
+
+
 def test_without_affinity_a_cameras_frames_are_shared_by_load(
     redis_client: redis.Redis, producer: FrameProducer
 ) -> None:

@@ -7,6 +7,8 @@ import time
 import pytest
 
 from pipeline.domain.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
+from pipeline.domain.registry_view import RegistryView
+from tests.polling import wait_until
 
 
 def face(processor_id: str = "face-1", **changes) -> ProcessorInfo:
@@ -95,3 +97,52 @@ def test_changes_are_announced(registry: ProcessorRegistry, redis_client) -> Non
     message = pubsub.get_message(timeout=2)
     assert message is not None and message["data"] == b"register face-1"
     pubsub.close()
+
+
+def test_every_change_stamps_a_new_version_and_a_heartbeat_does_not(registry: ProcessorRegistry) -> None:
+    seen = [registry.version()]
+    registry.register(face(), ttl_s=30)
+    seen.append(registry.version())
+    assert registry.heartbeat("face-1", ttl_s=30, processed=7)
+    assert registry.version() == seen[-1]
+    registry.update("face-1", draining=True)
+    seen.append(registry.version())
+    registry.deregister("face-1")
+    seen.append(registry.version())
+    assert seen[0] is None and len(set(seen)) == 4
+
+
+def ids(processors: list[ProcessorInfo]) -> list[str]:
+    return [info.processor_id for info in processors]
+
+
+def test_a_view_is_kept_until_an_entry_changes_leaves_or_expires(registry: ProcessorRegistry, redis_client) -> None:
+    registry.register(face("face-1"), ttl_s=30)
+    view = RegistryView(registry)
+    first = view.live()
+    assert ids(first) == ["face-1"]
+    registry.heartbeat("face-1", ttl_s=30, processed=5)
+    assert view.live() is first  # nothing routing reads changed: the entries are not read again
+
+    registry.update("face-1", draining=True)
+    assert [(info.processor_id, info.draining) for info in view.live()] == [("face-1", True)]
+    registry.register(face("face-2"), ttl_s=30)
+    assert ids(view.live()) == ["face-1", "face-2"]
+    redis_client.delete(registry.key("face-2"))  # expired: nothing stamps a version
+    assert ids(view.live()) == ["face-1"]
+    registry.deregister("face-1")
+    assert view.live() == []
+
+
+def test_a_view_sees_an_entry_written_without_a_version_within_its_max_age(
+    registry: ProcessorRegistry, redis_client
+) -> None:
+    view, patient = RegistryView(registry, max_age_s=0.3), RegistryView(registry, max_age_s=600)
+    assert view.live() == patient.live() == []
+    for name in ("old-1", "old-2"):  # written as by a frameflow before versions: the entry and the index, no version
+        redis_client.hset(registry.key(name), mapping=face(name).to_fields())
+        redis_client.sadd(registry.index_key, name)
+    wait_until(lambda: ids(view.live()) == ["old-1", "old-2"], 5, "the view to read the unversioned entries")
+    assert patient.live() == []
+    patient.forget()  # told (a processor just registered): read everything now
+    assert ids(patient.live()) == ["old-1", "old-2"]

@@ -345,3 +345,80 @@ def test_processor_queue_bound_applies_to_a_busy_processor(
         wait_for(lambda: processor.stats.processed == 2, what="the kept frames to be processed")
         wait_for(lambda: not queue_entries(redis_client, "face-1"), what="the queue to drain")
     assert processor.frame_ids() == [decisions[n].frame_id for n in kept]
+
+
+# -- 7. many processors: an even spread, and a choice that follows what changes --------------------
+
+
+def test_frames_are_spread_evenly_over_fifty_processors_by_capacity(
+    redis_client: redis.Redis, producer: FrameProducer
+) -> None:
+    small = [f"face-s{n:02d}" for n in range(25)]
+    big = [f"face-b{n:02d}" for n in range(25)]
+    for name in small:
+        register_fake(redis_client, name, (FACE,), capacity=1)
+    for name in big:
+        register_fake(redis_client, name, (FACE,), capacity=4)
+    decisions = [publish(producer, [FACE]) for _ in range(500)]  # four frames per unit of capacity
+    counts = Counter(target for decision in decisions for target in decision.targets)
+    assert counts == {**dict.fromkeys(small, 4), **dict.fromkeys(big, 16)}
+    queued = {name: len(queue_entries(redis_client, name)) for name in small + big}
+    assert queued == {**dict.fromkeys(small, 4), **dict.fromkeys(big, 16)}
+
+
+def settle_on(producer: FrameProducer, allowed: set[str], what: str) -> None:
+    """Frames go only to ``allowed`` within the deadline (the router's refresh), and keep doing so."""
+
+    def ten_in_a_row() -> bool:
+        return all(set(publish(producer, [FACE]).targets) <= allowed for _ in range(10))
+
+    wait_for(ten_in_a_row, what=f"frames to {what}")
+    following = [publish(producer, [FACE]).targets for _ in range(20)]
+    assert all(len(targets) == 1 and set(targets) <= allowed for targets in following), following
+
+
+def test_the_choice_follows_loads_and_processors_that_drain_leave_expire_or_join(
+    redis_client: redis.Redis, producer: FrameProducer
+) -> None:
+    for name in ("face-a", "face-b", "face-c"):
+        register_fake(redis_client, name, (FACE,), capacity=1)
+    registry = ProcessorRegistry(redis_client)
+    assert {publish(producer, [FACE]).targets[0] for _ in range(3)} == {"face-a", "face-b", "face-c"}
+
+    backlog(redis_client, "face-a", 1000)  # another producer's frames: only the refresh tells
+    settle_on(producer, {"face-b", "face-c"}, "avoid face-a's backlog")
+    registry.update("face-b", draining=True)
+    settle_on(producer, {"face-c"}, "leave face-b, draining")
+    registry.update("face-b", draining=False)
+    registry.deregister("face-c")
+    settle_on(producer, {"face-b"}, "leave face-c, deregistered")
+    redis_client.delete("frameflow:processor:face-b")  # its entry expired: nothing in the registry says so
+    settle_on(producer, {"face-a"}, "leave face-b, expired, for the one left")
+    register_fake(redis_client, "face-d", (FACE,), capacity=1)
+    settle_on(producer, {"face-d"}, "reach face-d, which just registered")
+
+
+def test_a_router_reads_every_registry_entry_again_only_when_the_registry_changed(
+    redis_client: redis.Redis, producer: FrameProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("face-a", "face-b"):
+        register_fake(redis_client, name, (FACE,))
+    reads: list[int] = []
+    read_entries = ProcessorRegistry.list
+
+    def counted(registry: ProcessorRegistry, **options: bool) -> list:
+        reads.append(1)
+        return read_entries(registry, **options)
+
+    monkeypatch.setattr(ProcessorRegistry, "list", counted)
+    producer.router.refresh_s = 0  # a refresh before every frame: loads measured, entries only asked about
+    for _ in range(10):
+        publish(producer, [FACE])
+    ProcessorRegistry(redis_client).heartbeat("face-a", ttl_s=60, processed=1)  # stats: no change to routing
+    for _ in range(10):
+        publish(producer, [FACE])
+    assert len(reads) == 1
+    assert len(queue_entries(redis_client, "face-a")) == len(queue_entries(redis_client, "face-b")) == 10
+    ProcessorRegistry(redis_client).update("face-a", draining=True)
+    assert [publish(producer, [FACE]).targets for _ in range(3)] == [("face-b",)] * 3
+    assert len(reads) == 2

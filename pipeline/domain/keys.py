@@ -51,6 +51,12 @@ def registry_channel(namespace: str) -> str:
     return f"{namespace}:registry"
 
 
+def registry_version_key(namespace: str) -> str:
+    """A random token rewritten by every registration, update and deregistration, so a reader
+    can tell that what it read of the registry is still what is there (:mod:`pipeline.domain.registry_view`)."""
+    return f"{namespace}:registry:version"
+
+
 def health_stream(namespace: str) -> str:
     """The scheduler's heartbeat stream: one entry per pass."""
     return f"{namespace}:health"

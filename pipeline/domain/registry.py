@@ -11,8 +11,10 @@ An entry carries its processor's heartbeat interval, so a reader can tell a proc
 that stopped beating (:meth:`ProcessorInfo.is_stale`: killed, stalled) before its
 entry expires, and the processing rate over the last interval (``frames_per_s``).
 
-Every change is announced on the ``<ns>:registry`` channel so routers can
-refresh their cached view at once instead of per frame.
+Every change is announced on the ``<ns>:registry`` channel, and stamps a new
+random token into ``<ns>:registry:version``: a reader that kept what it read
+(:mod:`pipeline.domain.registry_view`, the router's view) asks whether the token
+is still the one it read with, instead of reading every entry again.
 
 With an allow-list (``FRAMEFLOW_ALLOWED_PROCESSORS``), :meth:`ProcessorRegistry.register`
 refuses other ids, and :meth:`ProcessorRegistry.list` (what routers, the scheduler and
@@ -25,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -32,7 +35,13 @@ from typing import Any
 
 import redis
 
-from pipeline.domain.keys import offered_capabilities_key, processor_key, processors_index_key, registry_channel
+from pipeline.domain.keys import (
+    offered_capabilities_key,
+    processor_key,
+    processors_index_key,
+    registry_channel,
+    registry_version_key,
+)
 from pipeline.errors import RegistrationRefused
 from pipeline.settings import Settings, processor_allowed
 
@@ -147,6 +156,7 @@ class ProcessorRegistry:
         self.allowed = Settings.from_env().allowed_processors if allowed is None else tuple(allowed)
         self.index_key = processors_index_key(namespace)
         self.channel = registry_channel(namespace)
+        self.version_key = registry_version_key(namespace)
 
     def key(self, processor_id: str) -> str:
         return processor_key(self.namespace, processor_id)
@@ -168,8 +178,7 @@ class ProcessorRegistry:
         if info.capabilities:
             pipe.sadd(offered_capabilities_key(self.namespace), *info.capabilities)
         pipe.execute()
-        # Announced on its own: a Redis Cluster pipeline cannot carry PUBLISH.
-        self.client.publish(self.channel, f"register {info.processor_id}")
+        self._changed(f"register {info.processor_id}")
 
     def heartbeat(self, processor_id: str, ttl_s: float, **stats: Any) -> bool:
         """Refresh liveness and stats; False when the entry had expired or was deregistered
@@ -196,15 +205,30 @@ class ProcessorRegistry:
         if not existed:
             self.client.delete(key)
             return
-        self.client.publish(self.channel, f"update {processor_id}")
+        self._changed(f"update {processor_id}")
 
     def deregister(self, processor_id: str) -> bool:
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.key(processor_id))
         pipe.srem(self.index_key, processor_id)
         deleted, _ = pipe.execute()
-        self.client.publish(self.channel, f"deregister {processor_id}")  # on its own, as in register
+        self._changed(f"deregister {processor_id}")
         return bool(deleted)
+
+    def _changed(self, announcement: str) -> None:
+        """Stamp a new version and announce the change, once the change is written (on their own:
+        another slot than the entry's, and a Redis Cluster pipeline cannot carry PUBLISH)."""
+        self.client.set(self.version_key, secrets.token_hex(8))
+        self.client.publish(self.channel, announcement)
+
+    def version(self) -> bytes | None:
+        """The registry's version token: it changes with every registration, update and deregistration."""
+        return self.client.get(self.version_key)  # type: ignore[return-value]
+
+    def all_exist(self, processor_ids: Iterable[str]) -> bool:
+        """Whether the entries of all ``processor_ids`` (distinct) are still there: none expired or left."""
+        keys = [self.key(processor_id) for processor_id in processor_ids]
+        return not keys or int(self.client.exists(*keys)) == len(keys)
 
     def get(self, processor_id: str) -> ProcessorInfo | None:
         raw = self.client.hgetall(self.key(processor_id))
