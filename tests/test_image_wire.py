@@ -358,3 +358,37 @@ def test_a_kept_snapshot_is_stored_raw_and_one_kept_as_base64_still_reads(redis_
     redis_client.hset(old, mapping={"image_data": base64.b64encode(png), "format": "png", "width": 8, "height": 6})
     picture = read_kept_image(redis_client, "frameflow", old, "f-old")
     assert picture is not None and picture.size == (8, 6)
+
+
+# -- hostile binary fields ---------------------------------------------------------------------------
+
+
+def test_binary_fields_that_are_not_a_list_of_names_make_a_malformed_entry() -> None:
+    from pipeline.errors import MalformedEntry
+    from pipeline.streams.wire import decode_entry
+
+    for binary in ("image", [1]):
+        envelope = json.loads(old_entry("faces-1", "f-1")["message"])
+        envelope["options"]["binary_fields"] = binary
+        with pytest.raises(MalformedEntry, match="binary_fields"):
+            decode_entry({b"frame_id": b"f-1", b"message": json.dumps(envelope).encode()})
+
+
+def test_a_text_field_declared_binary_is_refused_at_the_processors_door() -> None:
+    from pipeline.errors import UnprocessableFrame
+    from pipeline.processes.intake import checked_frame
+    from pipeline.streams.wire import decode_entry
+
+    entry = old_entry("faces-1", "f-1", image_data=base64.b64encode(ALL_BYTES).decode())
+    envelope = json.loads(entry["message"])
+    envelope["options"]["binary_fields"] = ["camera_id"]
+    entry["message"] = json.dumps(envelope)
+    message = decode_entry({name.encode(): value.encode() for name, value in entry.items()})
+    assert message.args[0]["camera_id"] == b"cam-old"
+    with pytest.raises(UnprocessableFrame, match="every field but the image must be text"):
+        checked_frame(message.args, {}, 1 << 20)
+    del envelope["options"]["binary_fields"]  # and an image written as text is refused by name
+    entry["message"], entry["image"] = json.dumps(envelope), "text"
+    message = decode_entry({name.encode(): value.encode() for name, value in entry.items()})
+    with pytest.raises(UnprocessableFrame, match="the image field holds text, not bytes"):
+        checked_frame(message.args, {}, 1 << 20)
