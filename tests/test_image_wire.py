@@ -139,6 +139,9 @@ def test_image_data_is_base64_encoded_only_when_read_and_once(counter: EncodeCou
     assert b"image_data" in frame_data and len(frame_data) == 3
     assert set(frame_data) == {b"frame_id", b"width", b"image_data"}
     assert frame_image(frame_data) == ALL_BYTES and frame_data[b"width"] == b"4"
+    copied = frame_data.copy()
+    copied[b"width"] = b"5"  # a copy is the seed code's own
+    assert frame_data[b"width"] == b"4" and frame_image(copied) == ALL_BYTES
     assert counter.encodes == 0
     assert frame_data[b"image_data"] == base64.b64encode(ALL_BYTES)
     assert frame_data.get(b"image_data") == base64.b64encode(ALL_BYTES)

@@ -86,6 +86,10 @@ class FrameData(MutableMapping[bytes, bytes]):
     def __len__(self) -> int:
         return len(self._fields) + self._has_image()
 
+    def copy(self) -> FrameData:
+        """A shallow copy, as ``dict.copy`` gives one (seed code may copy its ``frame_data``); still lazy."""
+        return FrameData(dict(self._fields), image=self._image, encoded=self._encoded)
+
     def __repr__(self) -> str:
         size = len(self._image) if self._image is not None else len(self._encoded or b"") * 3 // 4
         return f"FrameData({self._fields!r}, image=<{size} bytes>)"
