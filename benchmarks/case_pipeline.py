@@ -4,7 +4,7 @@
 a registered no-op processor that is not consuming yet; then the processor starts (the
 seed's way, ``asyncio.run(processor.start())``, ``capacity`` worker threads) and the
 clock runs until every frame's result is on the result stream and the queue is drained.
-Frames over 64 KiB are claim-checked (image stored once, resolved by the processor).
+Each frame goes to one processor, so its image travels inline, raw, whatever its size.
 
 ``run_publish_many``: the same frames through ``FrameProducer.publish_many`` in batches
 of ``batch`` (timed), nobody consuming.

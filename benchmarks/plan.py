@@ -65,7 +65,7 @@ def contenders(sizes: Sizes) -> list[Contender]:
         ),
         Contender(
             "pipeline_100k",
-            "frameflow pipeline, 100 KB frames (claim check)",
+            "frameflow pipeline, 100 KB frames (inline, raw)",
             "pipeline",
             {"frames": sizes.big_frames, "size": 100 * KB, "capacity": threads},
         ),

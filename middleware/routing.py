@@ -12,9 +12,14 @@ with the reason and routed when a capable processor registers; a parked
 stream keeps ``FRAMEFLOW_PARKED_BOUND`` frames per capability, its oldest
 dropped and counted (``overflow``) beyond that.
 
-A claim-checked image is stored once with a count of the copies that need it
-(:mod:`pipeline.domain.claim_check`); copies the queue bound or the parked bound drop
-release their references in a second round trip, taken only when some were dropped.
+A frame's image travels raw, in its own field. A frame for one processor carries it
+inline whatever its size (up to the producers' maximum): storing it aside would only add
+round trips. A frame that fans out (or is parked: a parked image must not outlive its
+frame's freshness) has its image claim-checked when it is larger than ``claim_check_above``
+(:data:`CLAIM_CHECK_ABOVE`, measured in ``benchmarks/claim_check.py``): stored once with a
+count of the copies that need it (:mod:`pipeline.domain.claim_check`); copies the queue bound
+or the parked bound drop release their references in a second round trip, taken only when
+some were dropped.
 
 Routing costs no Redis round trip per frame: the registry and queue loads are
 cached for ``refresh_s`` and the router adds what it routed since the last
@@ -38,8 +43,15 @@ import redis
 from dramatiq.middleware import Middleware
 
 from pipeline.domain.claim_check import release_commands, release_images, store_commands
-from pipeline.domain.frames import FRAME_OPTION, IMAGE_REF_FIELD, now_ms
-from pipeline.domain.keys import counts_key, image_key, parked_counts_key, parked_key, probe_key
+from pipeline.domain.frames import FRAME_OPTION, IMAGE_FIELD, IMAGE_REF_FIELD, now_ms, take_raw_image
+from pipeline.domain.keys import (
+    base64_image_key,
+    counts_key,
+    image_key,
+    parked_counts_key,
+    parked_key,
+    probe_key,
+)
 from pipeline.domain.lua import domain_scripts
 from pipeline.domain.registry import BREAKER_OPEN, ProcessorInfo, ProcessorRegistry
 from pipeline.domain.registry_view import RegistryView
@@ -58,8 +70,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Frames whose image is larger than this are claim-checked even for a single processor.
-INLINE_IMAGE_LIMIT = 64 * 1024
+#: A frame that fans out or is parked has its image claim-checked (stored once) when it is larger than
+#: this many bytes; below it each copy carries the image inline. A frame for one processor always carries
+#: it inline. The crossover measured by ``benchmarks/claim_check.py`` (docs/architecture.md, Decisions).
+CLAIM_CHECK_ABOVE = 64 * 1024
 
 #: How long a claim-checked image outlives its frame's max age: the clocks of hosts differ a little.
 IMAGE_GRACE_MS = 1000
@@ -79,6 +93,8 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
       image_ttl_s: how long a claim-checked image is kept at most (never past its frame's max age).
       default_max_age_ms: a frame's max age when it does not say.
       parked_bound: frames kept per parked stream (0: unbounded); default ``FRAMEFLOW_PARKED_BOUND``.
+      claim_check_above: images larger than this (bytes) are stored once when a frame fans out or is
+        parked (:data:`CLAIM_CHECK_ABOVE`); 0 stores every such image.
     """
 
     def __init__(
@@ -89,8 +105,10 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         image_ttl_s: float = 60.0,
         default_max_age_ms: int = 5000,
         parked_bound: int | None = None,
+        claim_check_above: int = CLAIM_CHECK_ABOVE,
     ) -> None:
         self.refresh_s = refresh_s
+        self.claim_check_above = claim_check_above
         self.breaker_cooldown_s = breaker_cooldown_s
         self.image_ttl_s = image_ttl_s
         self.default_max_age_ms = default_max_age_ms
@@ -244,12 +262,18 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
             "max_age_ms": message.options.get("max_age_ms") or self.default_max_age_ms,
         }
         plan = RoutePlan(frame_id, targets, unserved)
-        image_data, copies = frame.get("image_data", ""), len(targets) + len(unserved)
-        if image_data and (copies > 1 or len(image_data) > INLINE_IMAGE_LIMIT):
+        copies = len(targets) + len(unserved)
+        image = take_raw_image(frame)
+        if image is not None and (copies > 1 or unserved) and len(image) > self.claim_check_above:
             ttl_ms = self._image_ttl_ms(options)
-            commands += store_commands(broker.namespace, frame_id, frame.pop("image_data"), copies, ttl_ms)
+            commands += store_commands(broker.namespace, frame_id, image, copies, ttl_ms)
             frame[IMAGE_REF_FIELD] = plan.image_ref = image_key(broker.namespace, frame_id)
-        elif frame.get(IMAGE_REF_FIELD) == image_key(broker.namespace, frame_id):
+        elif image is not None:
+            frame[IMAGE_FIELD] = image
+        elif frame.get(IMAGE_REF_FIELD) in (
+            image_key(broker.namespace, frame_id),
+            base64_image_key(broker.namespace, frame_id),
+        ):
             plan.image_ref = frame[IMAGE_REF_FIELD]  # re-routed: its one reference becomes `copies`
             commands += release_commands(broker, [plan.image_ref], each=1 - copies) if copies != 1 else []
         script = broker.scripts["enqueue_bounded"]

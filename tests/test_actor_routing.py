@@ -32,7 +32,17 @@ def test_plain_actor_send_is_routed_by_capability(redis_url: str, redis_client) 
     assert redis_client.xlen("default") == 0
     [(_, fields)] = redis_client.xrange("frames:ready:face-1")
     assert fields[b"camera_id"] == b"porch"
-    assert fields[b"image_data"] == b"/9hqcGVn"
+    assert fields[b"image"] == b"\xff\xd8jpeg"  # raw on the wire
+    assert b"image_data" not in fields
+
+    # A frame dict the seed's way (base64 image_data) goes on the wire raw too.
+    seed_frame = {**frame.fields(), "frame_id": "seed-1"}
+    del seed_frame["image"]
+    seed_frame["image_data"] = "/9hqcGVn"
+    camera_frame.send(seed_frame)
+    [_, (_, fields)] = redis_client.xrange("frames:ready:face-1")
+    assert fields[b"frame_id"] == b"seed-1" and fields[b"image"] == b"\xff\xd8jpeg"
+    assert b"image_data" not in fields
     assert b'"actor_name":"process_frame.face-1"' in fields[b"message"]
     broker.close()
 

@@ -7,14 +7,13 @@ ProcessorClients (``running``) show the full path: process, ack, release.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import time
 
 import pytest
 import redis
 
-from middleware.routing import INLINE_IMAGE_LIMIT, CapabilityRouter
+from middleware.routing import CLAIM_CHECK_ABOVE, CapabilityRouter
 from pipeline import FrameProducer, ProcessorRegistry
 from pipeline.domain.keys import image_key, image_refs_key, parked_drops_key, parked_key
 from pipeline.processes.queue_metrics import PipelineCollector
@@ -34,16 +33,18 @@ from .processor_harness import (
     wait_for,
 )
 
-FACE, OBJECT, GESTURE = "face_detection", "object_detection", "gesture_detection"
+FACE, OBJECT, GESTURE, SPARE = "face_detection", "object_detection", "gesture_detection", "spare"
 
-#: Over the inline limit once in base64: claim-checked even for a single processor.
-LARGE_IMAGE = bytes(range(256)) * (INLINE_IMAGE_LIMIT // 256)
+#: Over the router's default limit: claim-checked when it fans out or is parked, with the default settings.
+LARGE_IMAGE = bytes(range(256)) * (CLAIM_CHECK_ABOVE // 256 + 1)
 
 
 @pytest.fixture
 def producer(redis_url: str, redis_client: redis.Redis):
-    """Frames worth a minute: an image that goes within a test's seconds was released, not expired."""
+    """Frames worth a minute: an image that goes within a test's seconds was released, not expired.
+    Every image that fans out is claim-checked, however small: these tests are about the stored copy."""
     producer = FrameProducer(redis_url, max_age_ms=60_000)
+    producer.router.claim_check_above = 0
     yield producer
     producer.close()
 
@@ -74,11 +75,11 @@ def test_the_image_goes_when_the_last_of_its_fan_out_copies_is_acked(
         decision = publish(producer, list(capabilities.values()))
         for processor in processors.values():
             wait_for(processor.started.is_set, what=f"{processor.processor_id} to start its copy")
-        assert image_of(redis_client, decision.frame_id) == (base64.b64encode(IMAGE), 3)
+        assert image_of(redis_client, decision.frame_id) == (IMAGE, 3)  # stored once, raw
         for processor_id in ("faces-1", "objects-1"):
             processors[processor_id].gate.set()
             wait_for(lambda p=processor_id: not queue_entries(redis_client, p), what=f"{processor_id}'s ack")
-        assert image_of(redis_client, decision.frame_id) == (base64.b64encode(IMAGE), 1)
+        assert image_of(redis_client, decision.frame_id) == (IMAGE, 1)
         processors["gestures-1"].gate.set()
         wait_for(lambda: image_gone(redis_client, decision.frame_id), what="the image to go with the last ack")
     assert all(processor.frame_ids() == [decision.frame_id] for processor in processors.values())
@@ -90,27 +91,29 @@ def test_a_retry_keeps_the_image_and_a_dead_letter_releases_it(
     class RetriedOnce(RecordingProcessor):
         max_retries = 1
 
+    register_fake(redis_client, "objects-1", (OBJECT,))  # its copy waits: the image is shared, claim-checked
     processor = RetriedOnce("faces-1", [FACE], redis_url)
     processor.failing.set()
     processor.gate.clear()
     with running(processor, redis_client):
-        retried = publish(producer, [FACE], image=LARGE_IMAGE)
+        retried = publish(producer, [FACE, OBJECT])
         wait_for(processor.started.is_set, what="the first attempt")
         processor.started.clear()
         processor.gate.set()
         processor.gate.clear()  # the retry waits at least min_backoff (100 ms): it will find the gate shut
         wait_for(processor.started.is_set, what="the retry")
-        assert image_of(redis_client, retried.frame_id)[1] == 1  # the failed attempt released nothing
+        assert image_of(redis_client, retried.frame_id)[1] == 2  # the failed attempt released nothing
         processor.failing.clear()
         processor.gate.set()
-        wait_for(lambda: image_gone(redis_client, retried.frame_id), what="the retry's ack to release the image")
+        wait_for(lambda: image_of(redis_client, retried.frame_id)[1] == 1, what="the retry's ack to release")
         assert processor.frame_ids() == [retried.frame_id] * 2
 
         processor.failing.set()  # fails twice: dead-lettered, done for good
-        dead = publish(producer, [FACE], image=LARGE_IMAGE)
+        dead = publish(producer, [FACE, OBJECT])
         dead_letters = queue_keys("frameflow", processor.queue_name).dead
         wait_for(lambda: redis_client.xlen(dead_letters) == 1, what="the dead letter")
-        wait_for(lambda: image_gone(redis_client, dead.frame_id), what="the dead letter to release the image")
+        wait_for(lambda: image_of(redis_client, dead.frame_id)[1] == 1, what="the dead letter to release")
+    redis_client.delete(queue_keys("frameflow", "frames.ready.objects-1").stream)
 
 
 def test_a_stale_copy_releases_its_image_when_it_is_skipped(
@@ -137,20 +140,25 @@ def test_a_stale_copy_releases_its_image_when_it_is_skipped(
 def test_copies_the_queue_bound_drops_release_their_images(redis_client: redis.Redis, producer: FrameProducer) -> None:
     register_fake(redis_client, "faces-1", (FACE,), queue_bound=2, overflow="drop_oldest")
     register_fake(redis_client, "objects-1", (OBJECT,), queue_bound=1, overflow="reject_newest")
-    first, second, third = (publish(producer, [FACE], image=LARGE_IMAGE) for _ in range(3))
+    register_fake(redis_client, "spare-1", (SPARE,))  # unbounded: its copies keep each image claim-checked
+    first, second, third = (publish(producer, [FACE, SPARE]) for _ in range(3))
     assert drops(redis_client, "faces-1") == {"bound": 1}
-    assert image_gone(redis_client, first.frame_id)  # evicted: its only copy is gone, and so is its image
-    assert image_of(redis_client, second.frame_id)[1] == image_of(redis_client, third.frame_id)[1] == 1
+    assert image_of(redis_client, first.frame_id)[1] == 1  # its faces-1 copy was evicted and released
+    assert image_of(redis_client, second.frame_id)[1] == image_of(redis_client, third.frame_id)[1] == 2
 
     kept = publish(producer, [FACE, OBJECT])  # two copies; faces-1 drops `second` to make room
     rejected = publish(producer, [FACE, OBJECT])  # faces-1 drops `third`; objects-1 is full and refuses it
-    assert image_gone(redis_client, second.frame_id) and image_gone(redis_client, third.frame_id)
+    assert image_of(redis_client, second.frame_id)[1] == image_of(redis_client, third.frame_id)[1] == 1
     assert image_of(redis_client, kept.frame_id)[1] == 2
     assert image_of(redis_client, rejected.frame_id)[1] == 1  # only its faces-1 copy was stored
     assert rejected.dropped == 1 and drops(redis_client, "objects-1") == {"bound": 1}
     assert drops(redis_client, "faces-1") == {"bound": 3}
     waiting = [entry[b"frame_id"].decode() for entry in queue_entries(redis_client, "faces-1")]
     assert waiting == [kept.frame_id, rejected.frame_id]
+
+    redis_client.delete(queue_keys("frameflow", "frames.ready.spare-1").stream)  # each spare copy, dropped
+    producer.router.release(producer.broker, [image_key("frameflow", first.frame_id).encode()])
+    assert image_gone(redis_client, first.frame_id)  # the last reference takes the image with it
 
 
 def test_a_re_routed_copy_keeps_its_reference_and_shares_it_with_the_copies_it_becomes(

@@ -143,17 +143,18 @@ def test_fan_out_stores_the_image_once_and_each_processor_gets_the_original_byte
     # Registered first without workers, so the queued entries can be inspected before anyone takes them.
     for processor_id, capability in capabilities.items():
         register_fake(redis_client, processor_id, (capability,))
+    producer.router.claim_check_above = 0  # any fanned-out image is stored, however small
     decision = publish(producer, list(capabilities.values()))
     assert set(decision.targets) == set(capabilities)
 
-    key = f"frameflow:image:{{{decision.frame_id}}}"
-    assert list(redis_client.scan_iter("frameflow:image:*")) == [key.encode()]
-    assert redis_client.get(key) == base64.b64encode(IMAGE)
+    key = f"frameflow:image-raw:{{{decision.frame_id}}}"
+    assert list(redis_client.scan_iter("frameflow:image-raw:*")) == [key.encode()]
+    assert redis_client.get(key) == IMAGE  # stored raw
     for processor_id in capabilities:
         [entry] = queue_entries(redis_client, processor_id)
         assert entry[b"frame_id"] == decision.frame_id.encode()
         assert entry[b"image_ref"] == key.encode()
-        assert b"image_data" not in entry
+        assert b"image_data" not in entry and b"image" not in entry
 
     processors = [RecordingProcessor(pid, [capability], redis_url) for pid, capability in capabilities.items()]
     for processor in processors:  # the real processors take over the queues under the same ids
@@ -171,9 +172,9 @@ def test_a_frame_for_one_processor_carries_its_image_inline(redis_client: redis.
     register_fake(redis_client, "faces-1", ("face_detection",))
     decision = publish(producer, ["face_detection"])
     [entry] = queue_entries(redis_client, "faces-1")
-    assert entry[b"image_data"] == base64.b64encode(IMAGE)
-    assert b"image_ref" not in entry
-    assert list(redis_client.scan_iter("frameflow:image:*")) == []
+    assert entry[b"image"] == IMAGE  # raw, beside the envelope
+    assert b"image_ref" not in entry and b"image_data" not in entry
+    assert list(redis_client.scan_iter("frameflow:image*")) == []
     assert decision.targets == ("faces-1",)
 
 

@@ -7,13 +7,12 @@ the processors' pace as measured in the run, never picked by hand.
 
 from __future__ import annotations
 
-import base64
 import os
 
 import pytest
 import redis
 
-from middleware.routing import IMAGE_GRACE_MS, INLINE_IMAGE_LIMIT
+from middleware.routing import CLAIM_CHECK_ABOVE, IMAGE_GRACE_MS
 from pipeline import FrameProducer
 from pipeline.domain.keys import image_key
 from pipeline.tools.soak import SoakPlan, parse_memory, run_soak
@@ -86,7 +85,7 @@ def test_processors_work_on_the_freshest_frames(overloaded: SoakSummary) -> None
 
 @pytest.fixture(scope="module")
 def overloaded_with_large_images() -> SoakSummary:
-    """A short soak whose 70 KB images are all claim-checked (over the inline limit once in base64):
+    """A short soak of 70 KB images, each for one processor and so inline in its queue entry:
     at 10x, images kept until their TTL would pass the 64 MiB bound in about a second."""
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("REDIS_URL", raising=False)
@@ -97,9 +96,8 @@ def overloaded_with_large_images() -> SoakSummary:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_claim_checked_images_live_only_as_long_as_their_copies(overloaded_with_large_images: SoakSummary) -> None:
+def test_large_images_live_only_as_long_as_their_queue_entries(overloaded_with_large_images: SoakSummary) -> None:
     summary = overloaded_with_large_images
-    assert len(base64.b64encode(bytes(summary.plan.image_bytes))) > INLINE_IMAGE_LIMIT  # every image claim-checked
     expired_at_bound_s = summary.memory_bound / (summary.offered_fps * summary.plan.image_bytes)
     assert expired_at_bound_s < summary.plan.max_age_ms / 1000  # kept for their TTL, they would not fit
     assert summary.memory_bound_source == "server maxmemory"  # noeviction: a write over it is refused
@@ -147,7 +145,7 @@ def test_a_claim_checked_image_lives_no_longer_than_its_frame_is_fresh(
     """An image kept past its frame's max age only fills Redis: nobody will read it."""
     producer = FrameProducer(redis_url, max_age_ms=2000)
     try:
-        image = bytes(INLINE_IMAGE_LIMIT)  # base64 makes it larger than the limit: claim-checked
+        image = bytes(CLAIM_CHECK_ABOVE + 1)  # parked and over the limit: claim-checked
         decision = producer.publish(camera_id="cam", image=image, capabilities=["nobody"], width=8, height=8)
     finally:
         producer.close()

@@ -1,8 +1,9 @@
 """Claim-checked images: stored once per frame, counted, deleted when the last copy is done.
 
-A frame that fans out (or is parked for some capability) or whose image is large
-carries ``image_ref`` instead of its image; the router stores the image once under
-``<ns>:image:{frame_id}`` and the number of copies it wrote under
+A frame that fans out (or is parked for some capability) with an image above the
+router's ``claim_check_above`` carries ``image_ref`` instead of its image; the router
+stores the raw image once under ``<ns>:image-raw:{frame_id}`` (entries written before
+images travelled raw name ``<ns>:image:{frame_id}``, base64) and the number of copies it wrote under
 ``<ns>:image-refs:{frame_id}`` (the same slot). Each copy releases its reference
 when it is done for good: processed (with its ack), skipped (stale, image expired),
 dead-lettered, dropped by its queue's bound or from a parked stream. The last
@@ -39,10 +40,10 @@ logger = logging.getLogger(__name__)
 Command = tuple[Any, ...]
 
 
-def store_commands(namespace: str, frame_id: str, image_data: str, copies: int, ttl_ms: int) -> list[Command]:
-    """Store ``image_data`` once for ``copies`` copies of ``frame_id``, both keys living ``ttl_ms``."""
+def store_commands(namespace: str, frame_id: str, image: bytes, copies: int, ttl_ms: int) -> list[Command]:
+    """Store the raw ``image`` once for ``copies`` copies of ``frame_id``, both keys living ``ttl_ms``."""
     return [
-        ("SET", image_key(namespace, frame_id), image_data, "PX", ttl_ms),
+        ("SET", image_key(namespace, frame_id), image, "PX", ttl_ms),
         ("SET", image_refs_key(namespace, frame_id), copies, "PX", ttl_ms),
     ]
 

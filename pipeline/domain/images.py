@@ -1,6 +1,7 @@
 """Frame images decoded once, with Pillow, into RGB pictures a model can take.
 
-A processor calls :func:`decode_frame_image` on the ``frame_data`` it was given;
+A processor calls :func:`decode_frame_image` on the ``frame_data`` it was given (its raw
+bytes taken with :func:`~pipeline.domain.frame_data.frame_image`: no base64 on the way);
 whatever is wrong with the image (bad base64, truncated or corrupt JPEG/PNG, a
 ``raw`` frame whose size does not match ``width`` x ``height``, a decompression
 bomb) becomes an :class:`~pipeline.errors.ImageDecodeError` naming the frame and
@@ -9,8 +10,6 @@ the cause, so that frame alone is dead-lettered and the worker goes on.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import warnings
 from collections.abc import Mapping
@@ -19,6 +18,8 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ImageDecodeError
 
+from .frame_data import frame_image
+
 #: The encoded formats Pillow may open (``raw`` frames are read as pixels, see :func:`decode_image`).
 PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 
@@ -26,13 +27,7 @@ PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 def decode_frame_image(frame_data: Mapping[bytes, bytes]) -> Image.Image:
     """The frame's picture as an RGB :class:`PIL.Image.Image` (decoded, not lazily opened)."""
     frame_id = frame_data.get(b"frame_id", b"?").decode("utf-8", "replace")
-    encoded = frame_data.get(b"image_data")
-    if not encoded:
-        raise ImageDecodeError(f"frame {frame_id} has no image_data")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ImageDecodeError(f"frame {frame_id}: image_data is not valid base64 ({error})") from None
+    data = frame_image(frame_data)
     declared = frame_data.get(b"format", b"jpeg").decode("utf-8", "replace")
     width, height = _int_field(frame_data, b"width"), _int_field(frame_data, b"height")
     return decode_image(data, declared, width=width, height=height, frame_id=frame_id)

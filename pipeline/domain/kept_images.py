@@ -19,7 +19,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pipeline.domain.frame_data import frame_image
 from pipeline.domain.keys import snapshot_key
+from pipeline.errors import ImageDecodeError
 
 if TYPE_CHECKING:
     import redis
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 
 #: The result field that names the kept image.
 SNAPSHOT_REF_FIELD = "snapshot_ref"
+
+#: The kept image's field, raw bytes (copies kept before images travelled raw hold base64 ``image_data``).
+KEPT_IMAGE_FIELD = "image"
 
 
 def wants_snapshot(result: Mapping[str, Any]) -> bool:
@@ -49,22 +54,25 @@ class KeptImage:
 
 def kept_image(
     namespace: str,
-    frame: Mapping[str, str],
+    frame: Mapping[str, Any],
     frame_data: Mapping[bytes, bytes],
     result: Mapping[str, Any] | None,
     ttl_s: int,
 ) -> KeptImage | None:
     """With ``ttl_s`` > 0 and a result that found something, the frame's image kept for ``ttl_s``
     seconds (:mod:`pipeline.processes.frame_ack` writes it); else None."""
-    image = frame_data.get(b"image_data")
-    if ttl_s <= 0 or not image or result is None or not wants_snapshot(result):
+    if ttl_s <= 0 or result is None or not wants_snapshot(result) or b"image_data" not in frame_data:
         return None
+    try:
+        image = frame_image(frame_data)  # raw: a FrameData hands it over without base64
+    except ImageDecodeError:
+        return None  # a snapshot is a nicety: a frame whose image does not decode keeps none
     key = snapshot_key(namespace, frame["frame_id"])
     details = {name: frame.get(name, "") for name in ("format", "width", "height")}
     return KeptImage(
         key,
         (
-            ("HSET", key, "image_data", image, *(item for pair in details.items() for item in pair)),
+            ("HSET", key, KEPT_IMAGE_FIELD, image, *(item for pair in details.items() for item in pair)),
             ("EXPIRE", key, ttl_s),
         ),
     )
@@ -74,15 +82,14 @@ def read_kept_image(client: redis.Redis, namespace: str, ref: str, frame_id: str
     """The picture ``ref`` keeps for ``frame_id``, or ``None`` when it expired, was never kept,
     is not that frame's key, or does not decode (a snapshot is a nicety: it never stops events)."""
     from pipeline.domain.images import decode_image
-    from pipeline.errors import ImageDecodeError
 
     if ref != snapshot_key(namespace, frame_id):
         return None
     stored = client.hgetall(ref)
-    if not stored or b"image_data" not in stored:
+    if not stored or (KEPT_IMAGE_FIELD.encode() not in stored and b"image_data" not in stored):
         return None
     try:
-        data = base64.b64decode(stored[b"image_data"], validate=True)
+        data = stored.get(KEPT_IMAGE_FIELD.encode()) or base64.b64decode(stored[b"image_data"], validate=True)
         width, height = (int(stored.get(name) or 0) or None for name in (b"width", b"height"))
         declared = stored.get(b"format", b"jpeg").decode("utf-8", "replace")
         return decode_image(data, declared, width=width, height=height, frame_id=frame_id)

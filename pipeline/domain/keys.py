@@ -90,7 +90,13 @@ def parked_key(namespace: str, capability: str) -> str:
 
 
 def image_key(namespace: str, frame_id: str) -> str:
-    """Where a claim-checked frame image is stored once for all its processors."""
+    """Where a claim-checked frame image is stored once for all its processors, as raw bytes."""
+    return f"{namespace}:image-raw:{{{frame_id}}}"
+
+
+def base64_image_key(namespace: str, frame_id: str) -> str:
+    """Where a claim-checked image was stored as base64 before images travelled raw; entries
+    written then still name it, and their processors still read it."""
     return f"{namespace}:image:{{{frame_id}}}"
 
 
@@ -115,11 +121,12 @@ def previews_index_key(namespace: str) -> str:
 
 
 def frame_id_of_image_key(namespace: str, key: str) -> str | None:
-    """The frame id of ``key`` when it is a claim-checked image key of ``namespace``, else None."""
-    prefix = f"{namespace}:image:{{"
-    if key.startswith(prefix) and key.endswith("}") and len(key) > len(prefix) + 1:
-        frame_id = key[len(prefix) : -1]
-        return frame_id if "{" not in frame_id and "}" not in frame_id else None
+    """The frame id of ``key`` when it is a claim-checked image key of ``namespace`` (raw or
+    base64), else None."""
+    for prefix in (f"{namespace}:image-raw:{{", f"{namespace}:image:{{"):
+        if key.startswith(prefix) and key.endswith("}") and len(key) > len(prefix) + 1:
+            frame_id = key[len(prefix) : -1]
+            return frame_id if "{" not in frame_id and "}" not in frame_id else None
     return None
 
 

@@ -2,8 +2,11 @@
 
 A processor queue is written by routers, but anything with access to Redis can
 write to it too, so nothing is trusted: the message must carry one dict of
-text fields that :func:`~pipeline.domain.frames.check_frame_fields` accepts, and a
-claim-checked image is read only from the frame's own image key. Anything else
+fields that :func:`~pipeline.domain.frames.check_frame_fields` accepts, and a
+claim-checked image is read only from the frame's own image key. The frame's
+image is handed over raw in a :class:`~pipeline.domain.frame_data.FrameData`
+(base64 only if ``process_frame`` reads ``b"image_data"``); an entry written
+before images travelled raw (base64 inline or stored) reads as it was written. Anything else
 is an :class:`~pipeline.errors.UnprocessableFrame` naming what is wrong, which
 the actor's ``throws`` turns into a dead letter at once: no retry can help it.
 """
@@ -14,13 +17,21 @@ from typing import Any
 
 from dramatiq.middleware import SkipMessage
 
-from pipeline.domain.frames import IMAGE_REF_FIELD, check_frame_fields, check_image_size
-from pipeline.domain.keys import image_key
+from pipeline.domain.frame_data import FrameData
+from pipeline.domain.frames import (
+    IMAGE_DATA_FIELD,
+    IMAGE_FIELD,
+    IMAGE_REF_FIELD,
+    check_frame_fields,
+    check_image_size,
+    check_raw_image_size,
+)
+from pipeline.domain.keys import base64_image_key, image_key
 from pipeline.errors import UnprocessableFrame
 from pipeline.streams.broker import RedisStreamsBroker
 
 
-def checked_frame(args: tuple, kwargs: dict, max_frame_bytes: int) -> dict[str, str]:
+def checked_frame(args: tuple, kwargs: dict, max_frame_bytes: int) -> dict[str, str | bytes]:
     """The frame's fields, checked before anything reads them.
 
     Raises:
@@ -30,36 +41,46 @@ def checked_frame(args: tuple, kwargs: dict, max_frame_bytes: int) -> dict[str, 
     if kwargs:
         raise UnprocessableFrame(f"a frame message takes no keyword arguments (got {', '.join(sorted(kwargs))})")
     frame = args[0] if len(args) == 1 else None
-    if not isinstance(frame, dict) or not all(
-        isinstance(name, str) and isinstance(value, str) for name, value in frame.items()
-    ):
-        raise UnprocessableFrame("not a frame: a frame message carries one dict of text fields")
+    if not isinstance(frame, dict) or not all(isinstance(name, str) for name in frame):
+        raise UnprocessableFrame("not a frame: a frame message carries one dict of fields")
     check_frame_fields(frame, max_frame_bytes)
     return dict(frame)
 
 
 def frame_data_of(
-    broker: RedisStreamsBroker, queue_name: str, frame: dict[str, str], max_frame_bytes: int
-) -> dict[bytes, bytes]:
-    """The seed's ``frame_data`` (bytes keys and values) of a checked frame, its claim-checked
-    image fetched; ``frame`` loses its ``image_ref``.
+    broker: RedisStreamsBroker, queue_name: str, frame: dict[str, str | bytes], max_frame_bytes: int
+) -> FrameData:
+    """The seed's ``frame_data`` of a checked frame, its claim-checked image fetched; ``frame``
+    keeps its text fields only (it loses ``image``, ``image_data`` and ``image_ref``).
 
     Raises:
       UnprocessableFrame: ``image_ref`` names any key but the frame's own image key.
       SkipMessage: the stored image expired before processing (counted as ``image_expired``).
     """
+    image = frame.pop(IMAGE_FIELD, None)
+    encoded = frame.pop(IMAGE_DATA_FIELD, None)
     ref = frame.pop(IMAGE_REF_FIELD, None)
-    frame_data = {name.encode(): value.encode() for name, value in frame.items()}
-    if ref is None:
-        return frame_data
-    if ref != image_key(broker.namespace, frame["frame_id"]):
+    fields = {name.encode(): value.encode() for name, value in frame.items() if isinstance(value, str)}
+    if image is not None or encoded is not None:
+        return FrameData(fields, image=_as_bytes(image), encoded=None if encoded is None else _as_bytes(encoded))
+    frame_id = str(frame["frame_id"])
+    raw = ref == image_key(broker.namespace, frame_id)
+    if not raw and ref != base64_image_key(broker.namespace, frame_id):
         # Only the router's claim check: never any other key a hand-written entry names.
-        raise UnprocessableFrame(f"frame {frame['frame_id']}: image_ref {ref[:80]!r} is not its image key")
-    image: Any = broker.direct.execute("GET", ref)  # the stored base64 bytes, handed over as they are
-    if image is None:
+        raise UnprocessableFrame(f"frame {frame_id}: image_ref {str(ref)[:80]!r} is not its image key")
+    stored: Any = broker.direct.execute("GET", ref)
+    if stored is None:
         broker.client.hincrby(broker.keys_for(queue_name).drops, "image_expired", 1)
-        raise SkipMessage(f"image of frame {frame.get('frame_id')} expired before processing")
-    image = image if isinstance(image, bytes) else str(image).encode()
-    check_image_size(frame["frame_id"], image, max_frame_bytes)
-    frame_data[b"image_data"] = image
-    return frame_data
+        raise SkipMessage(f"image of frame {frame_id} expired before processing")
+    stored = _as_bytes(stored)
+    if raw:
+        check_raw_image_size(frame_id, stored, max_frame_bytes)
+        return FrameData(fields, image=stored)
+    check_image_size(frame_id, stored, max_frame_bytes)
+    return FrameData(fields, encoded=stored)  # stored base64 before images travelled raw
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode()

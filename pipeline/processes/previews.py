@@ -19,6 +19,7 @@ from typing import Any
 import dramatiq
 import redis
 
+from pipeline.domain.frames import IMAGE_FIELD
 from pipeline.domain.previews import PREVIEW_MEDIA_TYPES, Preview, preview_commands
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,11 @@ class CameraPreviews:
             logger.warning("Cannot keep camera previews (the frames were published): %s", error)
 
 
-def _preview(fields: dict[str, str]) -> Preview | None:
-    try:
-        image = base64.b64decode(fields["image_data"], validate=True)
-    except (KeyError, binascii.Error):
-        return None  # not an inline image: nothing to keep
+def _preview(fields: dict[str, Any]) -> Preview | None:
+    image = fields.get(IMAGE_FIELD)  # raw, as FrameProducer publishes it
+    if not isinstance(image, bytes):
+        try:
+            image = base64.b64decode(fields["image_data"], validate=True)  # a frame dict sent the seed's way
+        except (KeyError, TypeError, binascii.Error):
+            return None  # not an inline image: nothing to keep
     return Preview(fields["camera_id"], fields["frame_id"], fields["format"], image)

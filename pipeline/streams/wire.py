@@ -5,6 +5,11 @@ envelope as JSON (queue, actor, args, kwargs, options, id, timestamp). No
 pickle, ever: only JSON goes on the wire, and every entry read back is
 validated before it reaches an actor; what fails becomes a dead letter with
 the reason carried by :class:`~pipeline.errors.MalformedEntry`.
+
+A flat message (:data:`FLAT_FIELDS_OPTION`) may carry ``bytes`` values beside its text: they
+go on the wire as they are (a camera image: no base64, no JSON escaping), and the envelope
+names them (:data:`BINARY_FIELDS_OPTION`) so that reading the entry gives them back as bytes
+while every other field must be UTF-8 text.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ Fields = dict[str, bytes]
 #: entry's own fields, readable by anyone (``redis-cli XRANGE``), and an envelope without
 #: arguments. The name is the wire's, ``frame``: frames are what travel this way.
 FLAT_FIELDS_OPTION = "frame"
+
+#: The option, written by the wire itself, that lists a flat message's fields whose values are
+#: bytes (kept as they are) rather than text; absent when there are none (and in older entries).
+BINARY_FIELDS_OPTION = "binary_fields"
 
 _ENVELOPE_KEY = ENVELOPE_FIELD.encode()
 _MESSAGE_FIELDS = tuple(field.name for field in dataclasses.fields(Message))
@@ -70,6 +79,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "on_retry_exhausted": (str,),
     "processor": (str,),
     FLAT_FIELDS_OPTION: (bool,),
+    BINARY_FIELDS_OPTION: (list,),
 }
 
 #: Options no stream entry may carry: this broker never writes them, and a worker trusts them.
@@ -121,7 +131,15 @@ def _envelope(message: Message, args: Any) -> dict[str, Any]:
     return envelope
 
 
+def _is_flat(message: Message) -> bool:
+    return bool(message.options.get(FLAT_FIELDS_OPTION) and message.args and isinstance(message.args[0], dict))
+
+
 def encode_envelope(message: Message) -> bytes:
+    """The ``message`` field alone. A flat message's envelope has no arguments: its fields travel
+    beside it (a dead letter keeps the entry's fields and replaces only this one)."""
+    if _is_flat(message):
+        return dumps(_flat_envelope(message, message.args[0], {}))
     return dumps(_envelope(message, message.args))
 
 
@@ -131,10 +149,8 @@ def encode_message(message: Message) -> Fields:
     A message with :data:`FLAT_FIELDS_OPTION` carries its first argument's fields as the
     entry's own fields, readable by anyone, and an envelope without arguments.
     """
-    if message.options.get(FLAT_FIELDS_OPTION) and message.args and isinstance(message.args[0], dict):
-        fields: Fields = {name: str(value).encode() for name, value in message.args[0].items()}
-        fields[ENVELOPE_FIELD] = dumps(_envelope(message, ()))
-        return fields
+    if _is_flat(message):
+        return encode_flat(message, message.args[0])
     return {ENVELOPE_FIELD: encode_envelope(message)}
 
 
@@ -148,11 +164,22 @@ def encode_flat(message: Message, frame: dict[str, Any], **changes: Any) -> Fiel
     """``encode_message(message.copy(args=(frame,), ...))`` without making the copy (the router's
     hot path): ``changes`` replace envelope fields (``queue_name``, ``actor_name``, ``options``,
     the latter whole, not merged as ``copy`` merges it)."""
-    fields: Fields = {name: str(value).encode() for name, value in frame.items()}
+    fields: Fields = {name: value if isinstance(value, bytes) else str(value).encode() for name, value in frame.items()}
+    fields[ENVELOPE_FIELD] = dumps(_flat_envelope(message, frame, changes))
+    return fields
+
+
+def _flat_envelope(message: Message, frame: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The envelope of a flat message: no arguments, ``changes`` applied, and the names of its
+    bytes-valued fields in :data:`BINARY_FIELDS_OPTION` (recomputed, never copied from a decoded one)."""
     envelope = _envelope(message, ())
     envelope.update(changes)
-    fields[ENVELOPE_FIELD] = dumps(envelope)
-    return fields
+    binary = [name for name, value in frame.items() if isinstance(value, bytes)]
+    options = envelope["options"]
+    if binary or BINARY_FIELDS_OPTION in options:
+        options = {name: value for name, value in options.items() if name != BINARY_FIELDS_OPTION}
+        envelope["options"] = {**options, BINARY_FIELDS_OPTION: binary} if binary else options
+    return envelope
 
 
 def _loads(raw: bytes) -> Any:
@@ -231,10 +258,12 @@ def decode_entry(fields: dict[bytes, bytes]) -> Message:
         names = ", ".join(sorted(name.decode("utf-8", "replace") for name in fields)) or "none"
         raise MalformedEntry(f"the entry has no 'message' field (fields: {names})")
     data = _envelope_data(raw)
-    if data["options"].get(FLAT_FIELDS_OPTION):
+    options = data["options"]
+    if options.get(FLAT_FIELDS_OPTION):
+        binary = _binary_names(options)
         try:
-            frame = {
-                name.decode(): value.decode()
+            frame: dict[str, str | bytes] = {
+                name.decode(): value if name in binary else value.decode()
                 for name, value in fields.items()
                 if name != _ENVELOPE_KEY and not name.startswith(b"dead_")
             }
@@ -244,6 +273,15 @@ def decode_entry(fields: dict[bytes, bytes]) -> Message:
             raise MalformedEntry(_not_utf8(fields)) from None
         return _message(data, (frame,))
     return _message(data, tuple(data["args"]))
+
+
+def _binary_names(options: dict[str, Any]) -> frozenset[bytes]:
+    names = options.get(BINARY_FIELDS_OPTION)
+    if not names:
+        return frozenset()
+    if not all(isinstance(name, str) for name in names):
+        raise MalformedEntry(f"the message envelope's option {BINARY_FIELDS_OPTION!r} must list field names")
+    return frozenset(name.encode() for name in names)
 
 
 def _not_utf8(fields: dict[bytes, bytes]) -> str:
@@ -261,10 +299,13 @@ def delayed_member(fields: Fields, nonce: str) -> bytes:
     """A sorted-set member that carries an entry until it is due.
 
     The nonce keeps two identical messages delayed at once from collapsing
-    into one member.
+    into one member. It is JSON whose strings hold each field's bytes as they are
+    (``claim.lua``'s cjson copies string bytes and does not ask for UTF-8), so a
+    binary field comes back byte for byte: every byte is read as Latin-1, escaped
+    as JSON escapes it, and written back as that one byte.
     """
     flat: list[str] = []
     for name, value in fields.items():
         flat.append(name)
-        flat.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
-    return dumps({"n": nonce, "f": flat})
+        flat.append(value.decode("latin-1") if isinstance(value, bytes) else str(value).encode().decode("latin-1"))
+    return json.dumps({"n": nonce, "f": flat}, ensure_ascii=False, separators=(",", ":")).encode("latin-1")

@@ -152,5 +152,7 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"  # a frame's raw image
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return plain(text) if len(text) <= SHOWN_VALUE_CHARS else f"<{len(text)} characters>"
