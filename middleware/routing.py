@@ -180,7 +180,7 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         in one pipeline. Frames are balanced as if routed one by one (each adds to its
         processors' load estimate before the next is placed)."""
         plans, commands = self._commands(broker, messages)
-        replies = broker.direct.execute_many(commands, scripts=broker.scripts_by_sha)
+        replies = broker.writes.execute_many(commands, scripts=broker.scripts_by_sha)  # confirmed when durable
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

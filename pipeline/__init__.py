@@ -30,7 +30,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time :func:`__getattr__`
     from .domain.frames import Frame, FrameRejected
     from .domain.registry import ProcessorInfo, ProcessorRegistry
     from .domain.results import ResultReader
-    from .errors import DeadLettered, EmbeddedRedisError, FrameflowError, InvalidQueueName, MalformedEntry
+    from .errors import (
+        DeadLettered,
+        EmbeddedRedisError,
+        FrameflowError,
+        InvalidQueueName,
+        MalformedEntry,
+        NotReplicated,
+    )
     from .processes.processor import ProcessorClient
     from .processes.producer import FrameProducer
     from .settings import Settings
@@ -51,6 +58,7 @@ _EXPORTS = {
     "FrameflowError": "pipeline.errors",
     "InvalidQueueName": "pipeline.errors",
     "MalformedEntry": "pipeline.errors",
+    "NotReplicated": "pipeline.errors",
     "ProcessorClient": "pipeline.processes.processor",
     "ProcessorInfo": "pipeline.domain.registry",
     "ProcessorRegistry": "pipeline.domain.registry",
@@ -71,6 +79,7 @@ __all__ = [
     "FrameflowError",
     "InvalidQueueName",
     "MalformedEntry",
+    "NotReplicated",
     "ProcessorClient",
     "ProcessorInfo",
     "ProcessorRegistry",

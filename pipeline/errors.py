@@ -7,6 +7,8 @@ to recover from that type (it restarts the consumer and retries acks).
 
 from __future__ import annotations
 
+from typing import Any
+
 from dramatiq.errors import DramatiqError
 from dramatiq.middleware import SkipMessage
 
@@ -145,3 +147,18 @@ class ResultRefused(FrameflowError, ValueError):
 class ConfigurationRefused(FrameflowError, ValueError):
     """``ProcessorClient.update_configuration`` was given a setting it does not know or a bad value;
     nothing was changed."""
+
+
+class NotReplicated(FrameflowError):
+    """A write that had to reach a replica (``durability="replicated"``, :mod:`pipeline.streams.durability`)
+    was not confirmed by enough replicas within the replica timeout. It ran on the primary, so it is
+    there now, but a failover before it reaches a replica may lose it: the caller decides whether to
+    send it again (a duplicate at worst) or give it up.
+
+    Attributes:
+      replies: the replies of the commands that ran (on the primary), in order, when known.
+    """
+
+    def __init__(self, message: str, replies: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.replies = replies

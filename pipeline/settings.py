@@ -17,6 +17,12 @@ from pipeline.errors import BadSetting
 #: lives (``pipeline.streams.consumer.LIVENESS_INTERVAL_S``), so a busy moment never looks like death.
 MIN_IDLE_CONSUMER_S = 3.0
 
+#: The values of ``FRAMEFLOW_DURABILITY`` (the ``durability`` option of producers, processors and the
+#: broker), each with how many replicas must confirm a write before it counts as done
+#: (:mod:`pipeline.streams.durability`): ``primary``, the primary's reply alone (the default, no wait);
+#: ``replicated``, at least one replica too.
+DURABILITIES: Mapping[str, int] = {"primary": 0, "replicated": 1}
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -45,6 +51,13 @@ def _at_least(env: Mapping[str, str], name: str, default: float, minimum: float)
     value = _float(env, name, default)
     if value < minimum:
         raise BadSetting(f"{name}={env[name]!r} must be {minimum:g} or more")
+    return value
+
+
+def _whole_at_least(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _int(env, name, default)
+    if value < minimum:
+        raise BadSetting(f"{name}={env[name]!r} must be {minimum} or more")
     return value
 
 
@@ -145,6 +158,12 @@ class Settings:
         users and its lock; else ``$XDG_RUNTIME_DIR/frameflow``, else ``/tmp/frameflow-$UID``.
       shared_redis_grace_s: ``FRAMEFLOW_SHARED_REDIS_GRACE_S``, seconds the shared embedded Redis
         keeps running after its last user is gone (a process started next finds it still there).
+      durability: ``FRAMEFLOW_DURABILITY``, one of :data:`DURABILITIES`: when a publish, a send or a
+        processor's ack (its results with it) counts as done. ``primary`` (the default): when the primary
+        wrote it; ``replicated``: when a replica confirmed it too (``WAIT``), so that a failover loses
+        nothing acknowledged, at the cost of one replication delay per round trip.
+      replica_timeout_ms: ``FRAMEFLOW_REPLICA_TIMEOUT_MS``, how long a ``replicated`` write waits for its
+        replica before it fails with :class:`~pipeline.errors.NotReplicated`; 1 or more, 1000 by default.
       health_port: ``HEALTH_PORT``, where a processor serves ``/health`` and ``/metrics`` (0: any free
         port, each process its own; the port bound is announced in the registry); unset: not served.
 
@@ -175,6 +194,8 @@ class Settings:
     runtime_dir: str = _runtime_dir({})
     shared_redis_grace_s: float = 10.0
     health_port: int | None = None
+    durability: str = "primary"
+    replica_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -207,6 +228,8 @@ class Settings:
             runtime_dir=env.get("FRAMEFLOW_RUNTIME_DIR") or _runtime_dir(env),
             shared_redis_grace_s=_float(env, "FRAMEFLOW_SHARED_REDIS_GRACE_S", cls.shared_redis_grace_s),
             health_port=_port_or_none(env, "HEALTH_PORT"),
+            durability=_choice(env, "FRAMEFLOW_DURABILITY", tuple(DURABILITIES)) or cls.durability,
+            replica_timeout_ms=_whole_at_least(env, "FRAMEFLOW_REPLICA_TIMEOUT_MS", cls.replica_timeout_ms, 1),
         )
 
     def processor_allowed(self, processor_id: str) -> bool:

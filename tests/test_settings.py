@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from pipeline import Settings
+from pipeline.errors import BadSetting
 from pipeline.settings import mask_url
 
 
@@ -79,3 +80,13 @@ def test_the_health_port_is_unset_a_port_or_0_for_any_free_one() -> None:
     for bad in ("abc", "-1", "65536"):
         with pytest.raises(ValueError, match=f"HEALTH_PORT='{bad}' is not"):
             Settings.from_env({"HEALTH_PORT": bad})
+
+
+def test_durability_is_primary_unless_replicated_is_asked_for() -> None:
+    assert (Settings.from_env({}).durability, Settings.from_env({}).replica_timeout_ms) == ("primary", 1000)
+    chosen = Settings.from_env({"FRAMEFLOW_DURABILITY": "Replicated", "FRAMEFLOW_REPLICA_TIMEOUT_MS": "250"})
+    assert (chosen.durability, chosen.replica_timeout_ms) == ("replicated", 250)
+    with pytest.raises(BadSetting, match="FRAMEFLOW_DURABILITY='safe' is not one of primary, replicated"):
+        Settings.from_env({"FRAMEFLOW_DURABILITY": "safe"})
+    with pytest.raises(BadSetting, match="FRAMEFLOW_REPLICA_TIMEOUT_MS='0' must be 1 or more"):
+        Settings.from_env({"FRAMEFLOW_REPLICA_TIMEOUT_MS": "0"})

@@ -53,6 +53,7 @@ from pipeline.settings import Settings, processor_allowed
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
 from pipeline.streams.consumer import StreamMessageProxy
+from pipeline.streams.durability import Durability
 from pipeline.streams.keys import validate_queue_name
 from pipeline.streams.shared_redis import LOCAL_REDIS_URL
 
@@ -88,6 +89,9 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
     ``affinity`` (also a parameter): ``"camera"`` keeps each camera's frames on one
     instance of the capability (:mod:`middleware.affinity`), for processors that keep
     state per camera; ``None`` (the default): each frame goes to the least-loaded one.
+    ``durability`` (``"primary"`` or ``"replicated"``) and ``replica_timeout_ms`` set what the
+    processor's acks and results wait for, as for :class:`~pipeline.processes.producer.FrameProducer`
+    (:mod:`pipeline.streams.durability`); left out, ``FRAMEFLOW_DURABILITY`` decides (its broker's).
     """
 
     version: str = "0"
@@ -111,6 +115,8 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
         health_port: int | None = None,
         health_check_interval: float = 30.0,
         affinity: str | None = None,
+        durability: str | None = None,
+        replica_timeout_ms: int | None = None,
     ) -> None:
         if not capabilities or not all(isinstance(capability, str) and capability for capability in capabilities):
             raise ValueError("capabilities must be a non-empty list of names")
@@ -120,6 +126,12 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
             self.affinity = affinity
         if self.affinity not in (None, *AFFINITIES):
             raise ValueError(f"affinity must be one of {', '.join(AFFINITIES)}, or None")
+        #: What acks and results wait for, when given here (else the broker's: FRAMEFLOW_DURABILITY).
+        self.durability = (
+            None
+            if durability is None and replica_timeout_ms is None
+            else Durability.chosen(durability, replica_timeout_ms)
+        )
         self.processor_id = processor_id
         self.queue_name = validate_queue_name(processor_queue(processor_id))
         self.actor_name = f"process_frame.{processor_id}"
@@ -184,6 +196,8 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
         if not isinstance(broker, RedisStreamsBroker):
             raise FrameflowError(f"ProcessorClient needs a RedisStreamsBroker, not {type(broker).__name__}")
         self.broker = broker
+        if self.durability is not None:
+            broker.durability = self.durability
         for needed in (FrameFreshness, CapabilityRouter, CurrentMessage):
             if not any(isinstance(middleware, needed) for middleware in broker.middleware):
                 broker.add_middleware(needed())

@@ -26,6 +26,7 @@ from pipeline.processes.previews import CameraPreviews
 from pipeline.settings import Settings
 from pipeline.streams.broker import RedisStreamsBroker
 from pipeline.streams.connection import connect
+from pipeline.streams.durability import Durability
 
 #: The virtual queue a frame is addressed to before routing picks its processors.
 FRAMES_QUEUE = "frames"
@@ -46,6 +47,11 @@ class FrameProducer:
       max_frame_bytes: images above this are refused (default ``FRAMEFLOW_MAX_FRAME_BYTES``, else 16 MiB);
         a limit that is not a positive integer is a ValueError here, not a surprise at the first frame.
       max_age_ms: how long a frame stays worth processing, unless ``publish`` says otherwise.
+      durability: ``"primary"`` (default ``FRAMEFLOW_DURABILITY``, else this): ``publish`` returns once the
+        primary wrote the frame; ``"replicated"``: once a replica confirmed it too, or raises
+        :class:`~pipeline.errors.NotReplicated` (:mod:`pipeline.streams.durability`).
+      replica_timeout_ms: how long a ``replicated`` publish waits for its replica (default
+        ``FRAMEFLOW_REPLICA_TIMEOUT_MS``, else 1000).
     """
 
     def __init__(
@@ -55,10 +61,16 @@ class FrameProducer:
         redis_client: redis.Redis | None = None,
         max_frame_bytes: int | None = None,
         max_age_ms: int = 5000,
+        durability: str | None = None,
+        replica_timeout_ms: int | None = None,
     ) -> None:
         self.router = CapabilityRouter(default_max_age_ms=max_age_ms)
         client = redis_client or (connect(redis_url) if redis_url else None)
-        self.broker = RedisStreamsBroker(client=client, middleware=[Tracing(), self.router])
+        self.broker = RedisStreamsBroker(
+            client=client,
+            middleware=[Tracing(), self.router],
+            durability=Durability.chosen(durability, replica_timeout_ms),
+        )
         self.max_frame_bytes = frame_size_limit(max_frame_bytes)
         self.max_age_ms = max_age_ms
         self.previews = CameraPreviews(
@@ -89,6 +101,8 @@ class FrameProducer:
 
         Raises:
           FrameRejected: the frame is invalid (empty image, unknown format, bad camera id, ...).
+          NotReplicated: ``durability="replicated"`` and no replica confirmed the frame in time:
+            it is on the primary, and a failover may lose it.
         """
         message = self._frame_message(
             camera_id=camera_id,
@@ -116,6 +130,8 @@ class FrameProducer:
 
         Raises:
           FrameRejected: a frame is invalid; the message says which (its position) and why.
+          NotReplicated: ``durability="replicated"`` and no replica confirmed a chunk in time; the
+            chunks before it were confirmed, that one and the rest may be lost in a failover.
         """
         messages = []
         for index, spec in enumerate(frames):

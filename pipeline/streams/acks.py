@@ -23,7 +23,12 @@ What it keeps of the broker's guarantees:
   memory) is not acknowledged: it is released, its lease lapses, and it is
   delivered again (dead-lettered as poison after ``max_deliveries``);
 * ``flush`` waits until everything submitted so far is written (a consumer's
-  ``close``, so a stopped worker leaves a drained queue behind).
+  ``close``, so a stopped worker leaves a drained queue behind);
+* with a durable broker (:mod:`pipeline.streams.durability`) both writes wait for a
+  replica: a message whose entries no replica confirmed in time is not
+  acknowledged (delivered again: its result may repeat, never vanish in a
+  failover), and acks no replica confirmed are logged in one line (after a
+  failover their messages may be delivered again).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from pipeline.errors import NotReplicated
 
 from . import forks
 from .connection import TRANSIENT_ERRORS
@@ -146,7 +153,15 @@ class AckBatcher:
                 writes = {entry_id: self._writes.pop(entry_id) for entry_id in batch if entry_id in self._writes}
             try:
                 refused = self._write_entries(writes) if writes else set()
-                self._until_written(self._acknowledge, [entry_id for entry_id in batch if entry_id not in refused])
+                acked = [entry_id for entry_id in batch if entry_id not in refused]
+                try:
+                    self._until_written(self._acknowledge, acked)
+                except NotReplicated as error:
+                    logger.warning(
+                        "%d ack(s) not confirmed by a replica (%s); a failover may deliver them again.",
+                        len(acked),
+                        error,
+                    )
             finally:
                 self._release(batch)
                 with self._changed:
@@ -158,7 +173,11 @@ class AckBatcher:
         assert self._execute is not None, "acks that carry writes need an execute function"
         execute = self._execute
         commands = [command for entry_writes in writes.values() for command in entry_writes]
-        replies = self._until_written(lambda: execute(commands))
+        try:
+            replies = self._until_written(lambda: execute(commands))
+        except NotReplicated as error:
+            logger.warning("Not acknowledging %d message(s): %s; they will be delivered again.", len(writes), error)
+            return set(writes)
         if replies is None:
             return set(writes)
         refused, position = set(), 0
@@ -195,6 +214,8 @@ class AckBatcher:
                     logger.warning("Could not write acknowledgements (will retry): %s", error)
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+            except NotReplicated:
+                raise  # written on the primary: writing it again would not help (the caller decides)
             except Exception:
                 logger.exception("Could not write acknowledgements; their messages will be redelivered")
                 return None

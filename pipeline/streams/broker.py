@@ -9,6 +9,8 @@ What it promises beyond Dramatiq's stock RedisBroker:
   queue holds nothing;
 * delays and retries wait in Redis (a sorted set moved atomically into the
   stream when due), never in worker memory;
+* optionally, durable writes: with ``durability="replicated"`` a send, a routed publish
+  and an ack batch return only once a replica confirmed them (:mod:`pipeline.streams.durability`);
 * poison messages (delivered ``max_deliveries`` times without an ack) and
   malformed entries become dead letters with a reason;
 * ``join(fail_fast=...)`` and ``dead_letters`` behave like the StubBroker's,
@@ -50,6 +52,7 @@ from .consumer import StreamConsumer
 from .dead_letters import DeadLetterQueue
 from .direct import DirectRedis, RoundTrips
 from .dispatch import Dispatcher, Outcome
+from .durability import Durability, confirmed
 from .failures import FailureMemory
 from .hooks import HookTable
 from .keys import CONSUMER_GROUP, QueueKeys, queue_keys, validate_queue_name
@@ -84,6 +87,9 @@ class RedisStreamsBroker(Broker):
       max_deliveries: deliveries after which an unacknowledged message is poison.
       dead_letter_ttl_ms: how long dead letters are kept.
       fail_fast_default: the default of ``join``'s ``fail_fast``, as on the StubBroker.
+      durability: what a send, a routed publish and an ack wait for: ``"primary"`` (nothing more) or
+        ``"replicated"`` (a replica's confirmation, :mod:`pipeline.streams.durability`), or a
+        :class:`~pipeline.streams.durability.Durability`; defaults to ``FRAMEFLOW_DURABILITY``.
       **options: passed to :func:`pipeline.streams.connection.connect`.
     """
 
@@ -98,6 +104,7 @@ class RedisStreamsBroker(Broker):
         max_deliveries: int | None = None,
         dead_letter_ttl_ms: int | None = None,
         fail_fast_default: bool = True,
+        durability: Durability | str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(middleware=middleware)
@@ -116,6 +123,9 @@ class RedisStreamsBroker(Broker):
         #: Cluster): sends, fetches, acks, routing.
         self.direct: RoundTrips = (
             ClusterDirectRedis(client) if isinstance(client, RedisCluster) else DirectRedis(client)
+        )
+        self.durability = (
+            durability if isinstance(durability, Durability) else Durability.chosen(durability, settings=settings)
         )
         self.namespace = namespace or settings.namespace
         self.lease_ms = lease_ms or settings.lease_ms
@@ -175,11 +185,23 @@ class RedisStreamsBroker(Broker):
             batcher = AckBatcher(
                 lambda entry_ids: self.acknowledge(keys, entry_ids),
                 self.held_entries(queue_name).release_acked,
-                lambda commands: self.direct.execute_many(commands, scripts=self.scripts_by_sha),
+                lambda commands: self.writes.execute_many(commands, scripts=self.scripts_by_sha),
                 name=f"frameflow-acks-{queue_name}",
             )
             batcher = self._ack_batchers.setdefault(queue_name, batcher)
         return batcher
+
+    @property
+    def durability(self) -> Durability:
+        """What the writes that must last wait for; setting it changes :attr:`writes`."""
+        return self._durability
+
+    @durability.setter
+    def durability(self, durability: Durability) -> None:
+        self._durability = durability
+        #: :attr:`direct` for the writes that must last (sends, routing, acks): confirmed by a replica when
+        #: :attr:`durability` asks for it (:mod:`pipeline.streams.durability`), else :attr:`direct` itself.
+        self.writes: RoundTrips = confirmed(self.direct, durability)
 
     def declare_queue(self, queue_name: str) -> None:
         if queue_name in self.queues:
@@ -255,7 +277,7 @@ class RedisStreamsBroker(Broker):
                 for consumer in list(self._consumers.get(message.queue_name, ())):
                     consumer.expect_due(eta_ms)  # this process's consumers look when it is due
             else:
-                self.direct.execute("XADD", keys.stream, "*", *(item for pair in fields.items() for item in pair))
+                self.writes.execute("XADD", keys.stream, "*", *(item for pair in fields.items() for item in pair))
         except TRANSIENT_ERRORS as error:
             raise ConnectionClosed(error) from None
         self.emit_after("enqueue", message, delay)
@@ -355,7 +377,7 @@ class RedisStreamsBroker(Broker):
     # -- operations the consumer runs ------------------------------------------------------
     def acknowledge(self, keys: QueueKeys, entry_ids: list[bytes]) -> None:
         """Acknowledge and delete entries, atomically (one MULTI/EXEC, one round trip)."""
-        replies = self.direct.execute_many(
+        replies = self.writes.execute_many(
             [("MULTI",), ("XACK", keys.stream, self.group, *entry_ids), ("XDEL", keys.stream, *entry_ids), ("EXEC",)]
         )
         for reply in (*replies[:3], *(replies[3] if isinstance(replies[3], list) else [replies[3]])):

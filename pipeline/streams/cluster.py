@@ -23,6 +23,11 @@ What a cluster answers besides the reply:
 
 A command still refused after :data:`ATTEMPTS` tries gets its last error reply,
 as any error reply: an exception value in its place.
+
+A ``WAIT`` that ends a batch (:mod:`pipeline.streams.durability`) confirms the writes
+before it on its own connection only, so it is sent to every master the batch
+goes to, at the end of that master's round trip, and its reply is the least of
+theirs (Redis's own ``agg_min`` policy for ``WAIT``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from redis.commands.core import Script
 from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
 
 from .connection import TRANSIENT_ERRORS
-from .direct import Command, DirectRedis, InFlight, RoundTrips
+from .direct import Command, DirectRedis, InFlight, RoundTrips, trailing_wait
 
 #: How many times one command is sent before its error reply is returned (redirects included).
 ATTEMPTS = 8
@@ -65,12 +70,17 @@ class _Sent:
     direct: DirectRedis
     flight: InFlight
     read: bool = False
+    #: Whether the batch ends with the caller's ``WAIT``; its reply, once read.
+    confirms: bool = False
+    waited: Any = None
 
     def replies(self, scripts: Mapping[str, Script] | None) -> list[list[Any]]:
         """Read the master's replies, per unit (the ``ASKING`` replies left out); a connection
         error raised here has already been retried on this master (:meth:`DirectRedis.receive`)."""
         self.read = True
         flat = self.direct.receive(self.flight, scripts)
+        if self.confirms:
+            self.waited = flat.pop()
         per_unit, cursor = [], 0
         for unit in self.units:
             cursor += 1 if unit.ask is not None else 0
@@ -95,13 +105,16 @@ class ClusterDirectRedis(RoundTrips):
 
     def execute_many(self, commands: Sequence[Command], scripts: Mapping[str, Script] | None = None) -> list[Any]:
         """Run ``commands``, one round trip per master; their replies in order, error replies as values."""
+        confirm = commands[-1] if len(commands) > 1 and trailing_wait(commands) else None
+        commands = commands[:-1] if confirm is not None else commands
+        waited: list[Any] = []  # the WAIT's reply from each master's round trip
         replies: list[Any] = [None] * len(commands)
         units = _units(commands)
         backoff = BACKOFF_FIRST_S
         for attempt in range(ATTEMPTS):
             retry: list[_Unit] = []
             wait = False
-            sent = self._send_all(commands, units)
+            sent = self._send_all(commands, units, confirm)
             try:
                 for master in sent:
                     try:
@@ -113,6 +126,8 @@ class ClusterDirectRedis(RoundTrips):
                         retry += master.units
                         wait = True
                         continue
+                    if master.confirms:
+                        waited.append(master.waited)
                     for unit, unit_replies in zip(master.units, node_replies, strict=True):
                         again = self._redirect(unit, unit_replies)
                         if again is None or attempt == ATTEMPTS - 1:
@@ -129,6 +144,8 @@ class ClusterDirectRedis(RoundTrips):
             if wait:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+        if confirm is not None:
+            replies.append(next((reply for reply in waited if isinstance(reply, Exception)), min(waited)))
         return replies
 
     def close(self) -> None:
@@ -172,13 +189,16 @@ class ClusterDirectRedis(RoundTrips):
             return None  # a command without keys
 
     # -- the masters' round trips, together ------------------------------------------------
-    def _send_all(self, commands: Sequence[Command], units: list[_Unit]) -> list[_Sent]:
-        """Send every master its units before reading any reply, so that the round trips overlap."""
+    def _send_all(self, commands: Sequence[Command], units: list[_Unit], confirm: Command | None) -> list[_Sent]:
+        """Send every master its units (then ``confirm``, a ``WAIT``, when given) before reading any
+        reply, so that the round trips overlap."""
         sent: list[_Sent] = []
         try:
             for node, node_units in self._by_master(commands, units).items():
                 direct = self._master(node)
-                sent.append(_Sent(node_units, direct, direct.send(_batch(commands, node_units))))
+                batch = _batch(commands, node_units)
+                flight = direct.send([*batch, confirm] if confirm is not None else batch)
+                sent.append(_Sent(node_units, direct, flight, confirms=confirm is not None))
         except BaseException:
             for master in sent:
                 master.abandon()

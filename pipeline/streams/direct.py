@@ -23,7 +23,9 @@ the ack transaction, the router's pipeline) go through :class:`DirectRedis`:
   retries on its own, and nested in the round trip's retry a publish waited 35 s);
 * error replies in a batch are returned as :class:`~redis.exceptions.ResponseError`
   values, in order, as ``pipeline.execute(raise_on_error=False)`` returns them; a
-  ``NOSCRIPT`` reply to an ``EVALSHA`` loads the script and runs that command again;
+  ``NOSCRIPT`` reply to an ``EVALSHA`` loads the script and runs that command again (and a
+  ``WAIT`` that ends the batch after it, which must follow every write it confirms:
+  :mod:`pipeline.streams.durability`);
 * a forked child never uses its parent's sockets;
 * a round trip can be split in its write (:meth:`DirectRedis.send`) and its read
   (:meth:`DirectRedis.receive`), so that a caller with several servers (a cluster's
@@ -153,6 +155,7 @@ class DirectRedis(RoundTrips):
                 for sha in {str(commands[index][1]) for index in missing}:
                     connection.send_command("SCRIPT", "LOAD", scripts[sha].script)
                     connection.read_response()
+                missing += trailing_wait(commands)
                 again = [commands[index] for index in missing]
                 for index, reply in zip(
                     missing, self._round_trip(connection, self._pack(connection, again), len(again)), strict=True
@@ -219,3 +222,9 @@ class DirectRedis(RoundTrips):
     def _give_back(self, connection: Any) -> None:
         if self._generation == forks.generation():
             self._idle.append(connection)
+
+
+def trailing_wait(commands: Sequence[Command]) -> list[int]:
+    """The position of the ``WAIT`` that ends ``commands`` (:mod:`pipeline.streams.durability`), if one does."""
+    last = commands[-1][0] if commands else b""
+    return [len(commands) - 1] if (last.decode() if isinstance(last, bytes) else str(last)).upper() == "WAIT" else []
