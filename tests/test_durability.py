@@ -221,6 +221,16 @@ def test_a_wait_ending_a_batch_is_sent_again_after_a_script_redis_forgot(replica
         assert replica.get("counter") == b"2"
 
 
+def test_a_durable_brokers_send_no_replica_confirms_in_time_raises_not_replicated(replicated: Replicated) -> None:
+    with durable_broker(replicated, IMPATIENT_MS) as broker, replicated.replica_paused():
+        broker.declare_queue("default")
+        sending = InThread(lambda: broker.enqueue(dramatiq.Message("default", "a", (1,), {}, {})))
+        with pytest.raises(NotReplicated, match="0 of 1 replica"):
+            sending.result()
+        with replicated.primary_client() as primary:
+            assert primary.xlen("default") == 1
+
+
 # -- acknowledging ------------------------------------------------------------------------------
 def durable_delivery(broker: RedisStreamsBroker) -> tuple[StreamConsumer, StreamMessageProxy]:
     """One message delivered on ``default``, carrying a result entry to write with its ack."""
