@@ -10,7 +10,10 @@ Redis ``used_memory`` is read before the first frame (after one warm-up frame we
 through, so every key the pipeline keeps exists already) and again once every
 result arrived and the processor's queue is drained, with the result stream still
 there and after it is deleted (results are the pipeline's output, kept until their
-consumer trims them; the queues are what must leave nothing behind).
+consumer trims them; the queues are what must leave nothing behind). The resident
+memory (RSS) of the two processes, the cameras' and the processor's, is read at the
+same two moments, for the record: a Python process keeps memory it freed for reuse,
+so RSS shows growth, not leaks, and only Redis's memory is held to its starting level.
 """
 
 from __future__ import annotations
@@ -77,6 +80,15 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
+def rss(pid: int) -> int:
+    """The resident memory of process ``pid`` in bytes (Linux's ``/proc``; 0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -107,6 +119,7 @@ def run(url: str, params: dict[str, Any]) -> dict[str, float]:
         reader = ArrivalClock(url)
         reader.start()
         memory_before = used_memory(client)
+        rss_before = rss(os.getpid()) + rss(worker.pid)
 
         captured: dict[str, float] = {}
         period = 1.0 / (cameras * fps)
@@ -130,6 +143,7 @@ def run(url: str, params: dict[str, Any]) -> dict[str, float]:
         reader.join()
         client.delete(RESULTS)
         memory_after = used_memory(client)
+        rss_after = rss(os.getpid()) + rss(worker.pid)
         producer.close()
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -150,6 +164,10 @@ def run(url: str, params: dict[str, Any]) -> dict[str, float]:
         "memory_before": float(memory_before),
         "memory_drained": float(memory_drained),
         "memory_after": float(memory_after),
+        "memory_drift": float(memory_after - memory_before),
+        "size": float(params["size"]),
+        "rss_before": float(rss_before),
+        "rss_after": float(rss_after),
     }
 
 
