@@ -67,7 +67,7 @@ class RoutePlan:
     reason: str | None = None
     image_ref: str | None = None
     #: Replies of the writes that are not copies (the stored image and its count).
-    store_replies: list[int] = dataclasses.field(default_factory=list)
+    store_replies: tuple[int, ...] = ()
     enqueue_replies: list[int] = dataclasses.field(default_factory=list)
     park_replies: list[int] = dataclasses.field(default_factory=list)
 
@@ -103,41 +103,48 @@ def accepted(reply: Any) -> bool:
 
 
 def decisions(plans: list[RoutePlan], replies: Sequence[Any]) -> list[RoutingDecision]:
-    decisions = []
-    for plan in plans:
-        if plan.unserved:
-            logger.info("Frame %s parked: %s.", plan.frame_id, plan.reason)
-        written = (*plan.store_replies, *plan.enqueue_replies, *plan.park_replies)
-        error = next((replies[index] for index in written if isinstance(replies[index], Exception)), None)
-        if error is None:  # the usual case, read at once
-            targets = tuple(info.processor_id for info in plan.targets)
-            parked = tuple(plan.unserved)
-            dropped = sum(1 for index in plan.enqueue_replies if not accepted(replies[index]))
-        else:
-            landed = [not isinstance(replies[index], Exception) for index in plan.enqueue_replies]
-            targets = tuple(info.processor_id for info, ok in zip(plan.targets, landed, strict=True) if ok)
-            parked = tuple(
-                capability
-                for capability, index in zip(plan.unserved, plan.park_replies, strict=True)
-                if not isinstance(replies[index], Exception)
-            )
-            dropped = sum(
-                1 for index, ok in zip(plan.enqueue_replies, landed, strict=True) if ok and not accepted(replies[index])
-            )
-        decisions.append(
-            RoutingDecision(
-                frame_id=plan.frame_id,
-                targets=targets,
-                parked=parked,
-                reason=plan.reason,
-                dropped=dropped,
-                refused=None if error is None else " ".join(str(error).split()),
-                error=error,
-            )
-        )
-    if any(isinstance(reply, Exception) for reply in replies):
+    refusals = any(isinstance(reply, Exception) for reply in replies)
+    decisions = [_refused(plan, replies) if refusals else _landed(plan, replies) for plan in plans]
+    if refusals:
         _log_refusals(decisions, replies)
     return decisions
+
+
+def _landed(plan: RoutePlan, replies: Sequence[Any]) -> RoutingDecision:
+    """The decision for a frame of a round trip in which every write landed (the usual case)."""
+    if plan.unserved:
+        logger.info("Frame %s parked: %s.", plan.frame_id, plan.reason)
+    return RoutingDecision(
+        frame_id=plan.frame_id,
+        targets=tuple(info.processor_id for info in plan.targets),
+        parked=tuple(plan.unserved),
+        reason=plan.reason,
+        dropped=sum(1 for index in plan.enqueue_replies if not accepted(replies[index])),
+    )
+
+
+def _refused(plan: RoutePlan, replies: Sequence[Any]) -> RoutingDecision:
+    """The decision for a frame of a round trip in which Redis refused some writes: only the copies
+    that landed, and the first refusal of this frame's writes if there is one."""
+    written = (*plan.store_replies, *plan.enqueue_replies, *plan.park_replies)
+    error = next((replies[index] for index in written if isinstance(replies[index], Exception)), None)
+    if error is None:
+        return _landed(plan, replies)
+    landed = [not isinstance(replies[index], Exception) for index in plan.enqueue_replies]
+    parked = [not isinstance(replies[index], Exception) for index in plan.park_replies]
+    if any(parked):
+        logger.info("Frame %s parked: %s.", plan.frame_id, plan.reason)
+    return RoutingDecision(
+        frame_id=plan.frame_id,
+        targets=tuple(info.processor_id for info, ok in zip(plan.targets, landed, strict=True) if ok),
+        parked=tuple(capability for capability, ok in zip(plan.unserved, parked, strict=True) if ok),
+        reason=plan.reason,
+        dropped=sum(
+            1 for index, ok in zip(plan.enqueue_replies, landed, strict=True) if ok and not accepted(replies[index])
+        ),
+        refused=" ".join(str(error).split()),
+        error=error,
+    )
 
 
 def _log_refusals(decisions: list[RoutingDecision], replies: Sequence[Any]) -> None:

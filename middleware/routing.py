@@ -234,10 +234,10 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         image_data, copies = frame.get("image_data", ""), len(targets) + len(unserved)
         if image_data and (copies > 1 or len(image_data) > INLINE_IMAGE_LIMIT):
             ttl_ms = self._image_ttl_ms(options)
-            plan.store_replies = [len(commands), len(commands) + 1]
+            plan.store_replies = (len(commands), len(commands) + 1)
             commands += store_commands(broker.namespace, frame_id, frame.pop("image_data"), copies, ttl_ms)
             frame[IMAGE_REF_FIELD] = plan.image_ref = image_key(broker.namespace, frame_id)
-        elif frame.get(IMAGE_REF_FIELD) == image_key(broker.namespace, frame_id):
+        elif IMAGE_REF_FIELD in frame and frame[IMAGE_REF_FIELD] == image_key(broker.namespace, frame_id):
             plan.image_ref = frame[IMAGE_REF_FIELD]  # re-routed: its one reference becomes `copies`
             commands += release_commands(broker, [plan.image_ref], each=1 - copies) if copies != 1 else []
         script = broker.scripts["enqueue_bounded"]

@@ -258,7 +258,7 @@ class RedisStreamsBroker(Broker):
                 for consumer in list(self._consumers.get(message.queue_name, ())):
                     consumer.expect_due(eta_ms)  # this process's consumers look when it is due
             else:
-                self.direct.execute("XADD", keys.stream, "*", *(item for pair in fields.items() for item in pair))
+                self.direct.execute("XADD", keys.stream, "*", *[item for pair in fields.items() for item in pair])
         except TRANSIENT_ERRORS as error:
             raise ConnectionClosed(error) from None
         self.emit_after("enqueue", message, delay)
