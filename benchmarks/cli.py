@@ -2,7 +2,7 @@
 
 Every contender runs ``--runs`` times, alternated (run 1 of each, then run 2 of each,
 in a rotated order), each time in a fresh process on the one Redis of the run, flushed
-before each measurement. The latency run follows. The figures, the ratios the issue
+before each measurement. The latency runs follow (1 KB, then 100 KB frames). The figures, the ratios the issue
 asks for and the machine go into ``docs/benchmarks.md`` (between its generated
 markers; the rest of the file is kept) and ``docs/benchmarks.png``.
 
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plan import Contender, Sizes, contenders, latency_params
+from benchmarks.plan import Contender, LatencyRun, Sizes, contenders, latency_runs
 from benchmarks.report import Machine, markdown, write_chart, write_markdown
 from benchmarks.server import BenchRedis
 from benchmarks.stats import Runs, with_through
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--runs", type=int, default=5, help="runs of each contender (default 5)")
     parser.add_argument("--quick", action="store_true", help="smaller runs and a 10 s latency run (about 2 minutes)")
-    parser.add_argument("--latency-s", type=float, help="duration of the latency run (default 60 s, --quick 10 s)")
+    parser.add_argument("--latency-s", type=float, help="duration of each latency run (default 60 s, --quick 10 s)")
     parser.add_argument("--only", nargs="+", metavar="CONTENDER", help="measure only these contenders")
-    parser.add_argument("--no-latency", action="store_true", help="skip the latency run")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency runs")
     parser.add_argument("--output", type=Path, default=ROOT / "docs", help="where benchmarks.md/.png go")
     args = parser.parse_args(argv)
 
@@ -80,19 +80,22 @@ def main(argv: list[str] | None = None) -> None:
         machine = Machine.describe(server.version(), server.origin)
         print(f"Redis {server.url} ({server.origin}); {len(plan)} contenders x {args.runs} runs", flush=True)
         runs = run_all(server, plan, args.runs)
-        latency = None
-        params = latency_params(sizes)
-        if not args.no_latency:
-            server.flush()
-            latency = measure("latency", server.url, params, timeout_s=sizes.latency_s + 300)
-            print(f"latency: {json.dumps(latency)}", flush=True)
+        latencies: list[tuple[LatencyRun, dict[str, float] | None]] = []
+        for latency_run in latency_runs(sizes):
+            figures = None
+            if not args.no_latency:
+                server.flush()
+                figures = measure("latency", server.url, latency_run.params, timeout_s=sizes.latency_s + 300)
+                runs[latency_run.name] = [figures]  # the targets read them as they read the contenders'
+                print(f"{latency_run.name}: {json.dumps(figures)}", flush=True)
+            latencies.append((latency_run, figures))
     finally:
         server.stop()
 
     args.output.mkdir(parents=True, exist_ok=True)
-    block = markdown(plan, runs, latency, params, machine, command.strip(), args.runs, started)
+    block = markdown(plan, runs, latencies, sizes, machine, command.strip(), args.runs, started)
     write_markdown(args.output / "benchmarks.md", block)
-    write_chart(args.output / "benchmarks.png", plan, runs, latency)
+    write_chart(args.output / "benchmarks.png", plan, runs, latencies)
     print(block)
     elapsed = time.monotonic() - began
     print(f"Wrote {args.output / 'benchmarks.md'} and {args.output / 'benchmarks.png'} in {elapsed:.0f} s.")

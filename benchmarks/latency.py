@@ -6,11 +6,18 @@ time (camera ``k``'s frame ``j`` at ``j / fps + k / (cameras * fps)`` s), stampe
 its capture time just before ``publish``; a reader thread blocks on the result stream
 and notes when each result arrives. End-to-end latency is arrival - capture.
 
-Redis ``used_memory`` is read before the first frame (after one warm-up frame went
-through, so every key the pipeline keeps exists already) and again once every
+Redis ``used_memory`` is read before the first frame (after one warm-up frame per camera
+went through, so every key the pipeline keeps exists already: each camera's preview,
+the size of its frames, is one) and again once every
 result arrived and the processor's queue is drained, with the result stream still
 there and after it is deleted (results are the pipeline's output, kept until their
-consumer trims them; the queues are what must leave nothing behind).
+consumer trims them; the queues are what must leave nothing behind), and so is what
+the keys hold (every key's ``MEMORY USAGE``): ``used_memory`` also moves with the
+clients' query buffers (a connection that just sent a 100 KB frame keeps its buffer
+a while) and the allocator's state, so the target is judged on the keys. The resident
+memory (RSS) of the two processes, the cameras' and the processor's, is read at the
+same two moments, for the record: a Python process keeps memory it freed for reuse,
+so RSS shows growth, not leaks, and only Redis's memory is held to its starting level.
 """
 
 from __future__ import annotations
@@ -77,6 +84,22 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
+def kept(client: redis.Redis) -> int:
+    """What the pipeline keeps in Redis: every key's ``MEMORY USAGE`` (all of it sampled), summed.
+    ``used_memory`` also counts the clients' buffers and the allocator's state, which move with
+    the traffic of the moment rather than with what is stored."""
+    return sum(int(client.memory_usage(key, samples=0) or 0) for key in client.scan_iter(count=1000))
+
+
+def rss(pid: int) -> int:
+    """The resident memory of process ``pid`` in bytes (Linux's ``/proc``; 0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -99,14 +122,15 @@ def run(url: str, params: dict[str, Any]) -> dict[str, float]:
         image = os.urandom(int(params["size"]))
         spec = {"image": image, "capabilities": [CAPABILITY], "width": 640, "height": 480}
 
-        warm_up = producer.publish(camera_id="cam-0", **spec)
-        wait_for(lambda: warm_up.frame_id in reader.arrivals, 30, "the warm-up result")
+        warm_ups = [producer.publish(camera_id=f"cam-{camera}", **spec).frame_id for camera in range(cameras)]
+        wait_for(lambda: all(frame_id in reader.arrivals for frame_id in warm_ups), 30, "the warm-up results")
         reader.stopping.set()
         reader.join()
         client.delete(RESULTS)
         reader = ArrivalClock(url)
         reader.start()
-        memory_before = used_memory(client)
+        memory_before, kept_before = used_memory(client), kept(client)
+        rss_before = rss(os.getpid()) + rss(worker.pid)
 
         captured: dict[str, float] = {}
         period = 1.0 / (cameras * fps)
@@ -129,7 +153,8 @@ def run(url: str, params: dict[str, Any]) -> dict[str, float]:
         reader.stopping.set()
         reader.join()
         client.delete(RESULTS)
-        memory_after = used_memory(client)
+        memory_after, kept_after = used_memory(client), kept(client)
+        rss_after = rss(os.getpid()) + rss(worker.pid)
         producer.close()
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -150,6 +175,12 @@ def run(url: str, params: dict[str, Any]) -> dict[str, float]:
         "memory_before": float(memory_before),
         "memory_drained": float(memory_drained),
         "memory_after": float(memory_after),
+        "kept_before": float(kept_before),
+        "kept_after": float(kept_after),
+        "kept_drift": float(kept_after - kept_before),
+        "size": float(params["size"]),
+        "rss_before": float(rss_before),
+        "rss_after": float(rss_after),
     }
 
 

@@ -178,12 +178,10 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
     def route_many(self, broker: RedisStreamsBroker, messages: Sequence[dramatiq.Message]) -> list[RoutingDecision]:
         """Route frames in one round trip: every copy, stored image and count of all of them
         in one pipeline. Frames are balanced as if routed one by one (each adds to its
-        processors' load estimate before the next is placed)."""
+        processors' load estimate before the next is placed). A write Redis refuses fails only
+        its own frame: that frame's decision says so (``refused``), the others' are as usual."""
         plans, commands = self._commands(broker, messages)
         replies = broker.writes.execute_many(commands, scripts=broker.scripts_by_sha)  # confirmed when durable
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         settle_drops(broker, plans, replies)
         return decisions(plans, replies)
 
@@ -266,6 +264,7 @@ class CapabilityRouter(Middleware, Dispatcher["RedisStreamsBroker"]):
         image = take_raw_image(frame)
         if image is not None and (copies > 1 or unserved) and len(image) > self.claim_check_above:
             ttl_ms = self._image_ttl_ms(options)
+            plan.store_replies = (len(commands), len(commands) + 1)
             commands += store_commands(broker.namespace, frame_id, image, copies, ttl_ms)
             frame[IMAGE_REF_FIELD] = plan.image_ref = image_key(broker.namespace, frame_id)
         elif image is not None:

@@ -9,7 +9,8 @@
   of any other message. A routed frame's span carries the routing decision:
   ``frameflow.routing.targets``, ``frameflow.routing.parked`` (with a
   ``frame parked`` event and its reason per capability) and
-  ``frameflow.routing.dropped`` (with a ``frame dropped`` event).
+  ``frameflow.routing.dropped`` (with a ``frame dropped`` event); a write Redis
+  refused adds a ``frame refused`` event and sets the status to ERROR.
 * **process**: every delivery gets a CONSUMER span ``process <queue>``, a child
   of the context the message carries, current while the actor runs (so spans
   the actor starts, and a retry it causes, belong to the same trace). An
@@ -256,6 +257,10 @@ def _record_routing(span: trace.Span, options: dict[str, Any]) -> None:
     span.set_attribute("frameflow.routing.dropped", dropped)
     if dropped:
         span.add_event("frame dropped", {"frameflow.reason": "bound", "frameflow.count": dropped})
+    refused = options.get("refused")
+    if refused:  # Redis refused a write of this frame (middleware/decisions.py)
+        span.add_event("frame refused", {"frameflow.reason": str(refused)})
+        span.set_status(Status(StatusCode.ERROR, f"Redis refused a write: {refused}"))
 
 
 def _end_unfinished(span: trace.Span) -> None:

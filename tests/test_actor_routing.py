@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dramatiq
+import pytest
+import redis
 
 from middleware.routing import CapabilityRouter
 from pipeline import Frame, ProcessorInfo, ProcessorRegistry, RedisStreamsBroker
@@ -44,6 +46,31 @@ def test_plain_actor_send_is_routed_by_capability(redis_url: str, redis_client) 
     assert fields[b"frame_id"] == b"seed-1" and fields[b"image"] == b"\xff\xd8jpeg"
     assert b"image_data" not in fields
     assert b'"actor_name":"process_frame.face-1"' in fields[b"message"]
+    broker.close()
+
+
+def test_a_routed_send_that_redis_refuses_raises_as_an_unrouted_one_does(redis_url: str, redis_client) -> None:
+    broker = RedisStreamsBroker(redis_url, middleware=[CapabilityRouter(refresh_s=0)])
+    ProcessorRegistry(redis_client).register(
+        ProcessorInfo(
+            processor_id="face-1",
+            capabilities=("face_detection",),
+            capacity=4,
+            queue_name="frames.ready.face-1",
+            actor_name="process_frame.face-1",
+            queue_bound=0,
+        ),
+        ttl_s=30,
+    )
+    redis_client.set("frames:ready:face-1", "not a stream")
+
+    @dramatiq.actor(broker=broker, capabilities=["face_detection"])
+    def camera_frame(frame: dict) -> None:
+        raise AssertionError("a routed frame never runs the producer-side actor")
+
+    frame = Frame(camera_id="porch", image=b"\xff\xd8jpeg", width=2, height=2)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        camera_frame.send(frame.fields())
     broker.close()
 
 

@@ -36,6 +36,14 @@ def test_an_error_reply_is_a_value_in_a_batch_and_raised_alone(direct: DirectRed
     assert direct.execute("PING") in (b"PONG", "PONG")  # the connection is still in step
 
 
+def test_a_batch_whose_replies_span_many_socket_reads_comes_back_whole_and_in_order(direct: DirectRedis) -> None:
+    values = [os.urandom(64 * 1024) for _ in range(3)]
+    direct.execute_many([("SET", f"big-{index}", value) for index, value in enumerate(values)])
+    commands = [("GET", f"big-{index % 3}") for index in range(60)] + [("INCR", "counter")]
+    replies = direct.execute_many(commands)
+    assert replies[:-1] == [values[index % 3] for index in range(60)] and replies[-1] == 1
+
+
 def test_a_script_redis_forgot_is_loaded_again(direct: DirectRedis, redis_client) -> None:
     script = redis_client.register_script("return redis.call('INCR', KEYS[1])")
     redis_client.script_flush()

@@ -8,7 +8,9 @@ import pytest
 import redis
 
 from pipeline import FrameProducer, FrameRejected
+from pipeline.domain.keys import image_refs_key
 from pipeline.processes.producer import PUBLISH_CHUNK
+from pipeline.streams.keys import queue_keys
 
 from .processor_harness import IMAGE, queue_entries, register_fake
 
@@ -64,3 +66,31 @@ def test_one_invalid_frame_rejects_the_batch_before_anything_is_sent(
         producer.publish_many([{"camera_id": "cam", "image": IMAGE, "capabilities": [FACE], "height": 4}])
     assert queue_entries(redis_client, "face-a") == []
     assert producer.publish_many([]) == []
+
+
+def test_a_write_redis_refuses_fails_its_own_frame_and_the_others_land(
+    redis_client: redis.Redis, producer: FrameProducer
+) -> None:
+    register_fake(redis_client, "face-a", (FACE,))
+    register_fake(redis_client, "object-b", (OBJECT,))
+    broken = queue_keys("frameflow", "frames.ready.object-b").stream
+    redis_client.set(broken, "not a stream")  # every write to object-b's queue answers WRONGTYPE
+    decisions = producer.publish_many(
+        [spec(capabilities=(FACE,)), spec(capabilities=(OBJECT,)), spec(capabilities=(FACE, OBJECT)), spec()]
+    )
+    assert [decision.targets for decision in decisions] == [("face-a",), (), ("face-a",), ("face-a",)]
+    assert [decision.refused is not None for decision in decisions] == [False, True, True, False]
+    assert all("WRONGTYPE" in str(decision.refused) for decision in decisions[1:3])
+    landed = [entry[b"frame_id"].decode() for entry in queue_entries(redis_client, "face-a")]
+    assert landed == [decisions[0].frame_id, decisions[2].frame_id, decisions[3].frame_id]
+    # The fanned-out frame's image was stored for two copies; the refused one gave its reference back.
+    assert redis_client.get(image_refs_key("frameflow", decisions[2].frame_id)) == b"1"
+
+
+def test_publish_of_one_frame_still_raises_what_redis_refused(
+    redis_client: redis.Redis, producer: FrameProducer
+) -> None:
+    register_fake(redis_client, "object-b", (OBJECT,))
+    redis_client.set(queue_keys("frameflow", "frames.ready.object-b").stream, "not a stream")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        producer.publish(**spec(capabilities=(OBJECT,)))

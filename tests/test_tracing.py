@@ -213,6 +213,28 @@ def test_the_send_span_of_a_routed_frame_carries_the_routing_decision(redis_url:
     assert traceparent(entry[b"trace_context"].decode())[1] == format(send.context.span_id, "016x")
 
 
+def test_the_send_span_of_a_frame_redis_refused_says_so(redis_url: str, redis_client) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    register_fake(redis_client, "face-1", ("face_detection",))
+    redis_client.set("frames:ready:face-1", "not a stream")  # the copy's write answers WRONGTYPE
+    broker = RedisStreamsBroker(redis_url, middleware=[Tracing(tracer_provider=provider), CapabilityRouter()])
+
+    @dramatiq.actor(broker=broker, capabilities=["face_detection"])
+    def analyse(frame: dict) -> None: ...
+
+    # What publish_many does: the frames of a chunk through the broker's one entrance, outcomes back.
+    message = analyse.message({"frame_id": "f-1", "camera_id": "porch", "image_data": "aW1n"})
+    (decision,) = broker.dispatch([broker.dispatcher.claim(broker, message)])
+    broker.close()
+    assert decision.targets == () and "WRONGTYPE" in str(decision.refused)
+    (send,) = exporter.get_finished_spans()
+    assert send.status.status_code == StatusCode.ERROR
+    assert [event.name for event in send.events] == ["frame refused"]
+    assert "WRONGTYPE" in send.events[0].attributes["frameflow.reason"]
+
+
 def test_a_stale_frame_is_traced_as_dropped_and_never_processed(broker: RedisStreamsBroker) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

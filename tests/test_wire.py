@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
+import orjson
 import pytest
 from dramatiq import Message
 
@@ -23,6 +25,13 @@ def test_a_message_survives_the_round_trip() -> None:
 
 def test_the_envelope_is_plain_json() -> None:
     assert encode_message(make_message())["message"].startswith(b'{"queue_name":"default"')
+
+
+def test_the_envelope_holds_dramatiqs_message_fields_in_their_order() -> None:
+    message = make_message(retries=2)
+    envelope = orjson.loads(encode_message(message)["message"])
+    assert list(envelope) == [field.name for field in dataclasses.fields(Message)]
+    assert envelope == orjson.loads(orjson.dumps(message.asdict()))
 
 
 def test_unserialisable_arguments_are_a_clear_error() -> None:

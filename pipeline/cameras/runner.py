@@ -143,7 +143,7 @@ class CameraRunner:
 
     def _publish(self, batch: list[tuple[Feed, dict[str, Any]]]) -> None:
         try:
-            self.producer.publish_many(frame for _, frame in batch)
+            decisions = self.producer.publish_many(frame for _, frame in batch)
         except FrameRejected:
             for feed, frame in batch:  # find the one the pipeline refuses; the others go out
                 self._publish_one(feed, frame)
@@ -154,8 +154,11 @@ class CameraRunner:
                 feed.status.skip(REDIS_DOWN)
             return
         self._redis_answered()
-        for feed, _ in batch:
-            feed.status.frame_out()
+        for (feed, _), decision in zip(batch, decisions, strict=True):
+            if decision.refused:  # Redis refused its write (out of memory, ...): skipped, as Redis's
+                feed.status.skip(REDIS_DOWN)
+            else:
+                feed.status.frame_out()
 
     def _publish_one(self, feed: Feed, frame: dict[str, Any]) -> None:
         try:

@@ -103,6 +103,8 @@ class FrameProducer:
           FrameRejected: the frame is invalid (empty image, unknown format, bad camera id, ...).
           NotReplicated: ``durability="replicated"`` and no replica confirmed the frame in time:
             it is on the primary, and a failover may lose it.
+          redis.ResponseError: Redis refused a write of the frame (``publish_many`` reports it in
+            the frame's decision instead); the copies that did land are processed.
         """
         message = self._frame_message(
             camera_id=camera_id,
@@ -117,7 +119,11 @@ class FrameProducer:
             frame_id=frame_id,
             trace_context=trace_context,
         )
-        return self._route([message])[0]
+        decision = self._route([message])[0]
+        refusal = decision.refusal()
+        if refusal is not None:
+            raise refusal
+        return decision
 
     def publish_many(self, frames: Iterable[Mapping[str, Any]]) -> list[RoutingDecision]:
         """Publish many frames with few round trips; one decision per frame, in order.
@@ -126,7 +132,9 @@ class FrameProducer:
         before anything is sent, so one invalid frame rejects the whole batch. Frames are
         then routed as :meth:`publish` routes them (and traced the same way) and written
         :data:`PUBLISH_CHUNK` at a time, each chunk in one pipeline: when this returns,
-        Redis holds every frame the decisions say it holds.
+        Redis holds every frame the decisions say it holds. A write Redis refuses (a queue
+        key of the wrong type, out of memory) fails its own frame only: that frame's decision
+        says why (``refused``) and lists only the copies that landed.
 
         Raises:
           FrameRejected: a frame is invalid; the message says which (its position) and why.

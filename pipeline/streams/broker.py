@@ -260,12 +260,15 @@ class RedisStreamsBroker(Broker):
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
         """Append ``message`` to its queue's stream, or, with ``delay`` (ms), park it in
         the queue's delayed set until it is due. A message the dispatcher claims goes
-        through :meth:`dispatch` instead (returned with its outcome in its options)."""
+        through :meth:`dispatch` instead (returned with its outcome in its options; a write
+        Redis refused is raised, as it is for an unclaimed message)."""
         dispatcher = self.dispatcher
         if dispatcher is not None and not delay:
             claimed = dispatcher.claim(self, message)
             if claimed is not None:
-                self.dispatch([claimed])
+                refusal = self.dispatch([claimed])[0].refusal()
+                if refusal is not None:
+                    raise refusal  # as the write itself would have: the sender learns it
                 return claimed
         keys = self.keys_for(message.queue_name)
         self.emit_before("enqueue", message, delay)
@@ -277,7 +280,7 @@ class RedisStreamsBroker(Broker):
                 for consumer in list(self._consumers.get(message.queue_name, ())):
                     consumer.expect_due(eta_ms)  # this process's consumers look when it is due
             else:
-                self.writes.execute("XADD", keys.stream, "*", *(item for pair in fields.items() for item in pair))
+                self.writes.execute("XADD", keys.stream, "*", *[item for pair in fields.items() for item in pair])
         except TRANSIENT_ERRORS as error:
             raise ConnectionClosed(error) from None
         self.emit_after("enqueue", message, delay)

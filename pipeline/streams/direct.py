@@ -31,7 +31,9 @@ the ack transaction, the router's pipeline) go through :class:`DirectRedis`:
   (:meth:`DirectRedis.receive`), so that a caller with several servers (a cluster's
   masters) writes to all of them before it waits for any.
 
-Replies are RESP as hiredis parses it: no response callbacks. On a Redis
+Replies are RESP as hiredis parses it: no response callbacks; the replies of a batch
+that arrived with its first are taken from hiredis's reader without redis-py's
+per-reply wrapping (a router's round trip carries 64 copies and more). On a Redis
 Cluster the broker uses :class:`pipeline.streams.cluster.ClusterDirectRedis` instead:
 the same interface, one :class:`DirectRedis` per master.
 """
@@ -45,9 +47,12 @@ from typing import Any
 
 import hiredis
 import redis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+from redis._parsers.hiredis import _HiredisParser
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
@@ -200,7 +205,13 @@ class DirectRedis(RoundTrips):
     @staticmethod
     def _read(connection: Any, count: int) -> list[Any]:
         replies: list[Any] = []
+        parser = _buffered_replies(connection)
         for _ in range(count):
+            if replies and parser is not None:  # the rest of a batch mostly came with its first reply
+                reply = _checked(parser, parser._reader.gets())
+                if reply is not _NOT_ENOUGH_DATA:
+                    replies.append(reply)
+                    continue
             try:
                 replies.append(connection.read_response())
             except ResponseError as error:  # an error reply, read whole: the connection is still in step
@@ -228,3 +239,30 @@ def trailing_wait(commands: Sequence[Command]) -> list[int]:
     """The position of the ``WAIT`` that ends ``commands`` (:mod:`pipeline.streams.durability`), if one does."""
     last = commands[-1][0] if commands else b""
     return [len(commands) - 1] if (last.decode() if isinstance(last, bytes) else str(last)).upper() == "WAIT" else []
+
+
+def _buffered_replies(connection: Any) -> Any:
+    """The hiredis parser of ``connection`` when replies may be taken from its reader directly, else ``None``.
+
+    redis-py wraps each reply it reads (the host's name formatted for its errors, the protocol
+    looked up, the health check's clock): a batch of 64 copies paid that 64 times. Replies already
+    received are taken from the reader itself; the first of a batch, and any not arrived yet, are
+    read by redis-py (its socket reads, timeouts and error handling).
+    """
+    parser = connection._parser
+    return parser if type(parser) is _HiredisParser and parser._reader is not None else None
+
+
+def _checked(parser: Any, reply: Any) -> Any:
+    """A reply taken from the reader, as redis-py's ``read_response`` returns it: an error reply is a
+    value (the caller's), a connection error (the server is loading, ...) is raised, and a RESP3 push
+    message goes to redis-py's handler (:data:`_NOT_ENOUGH_DATA`: the reply is still to be read)."""
+    if isinstance(reply, RedisConnectionError):
+        raise reply
+    if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
+        raise reply[0]
+    push = parser._hiredis_PushNotificationType
+    if push is not None and isinstance(reply, push):
+        parser.handle_push_response(reply)
+        return _NOT_ENOUGH_DATA
+    return reply

@@ -44,6 +44,11 @@ class Outcome(Protocol):
         """The options that record the outcome on the message (``after_enqueue`` hooks read them)."""
         ...
 
+    def refusal(self) -> Exception | None:
+        """The error Redis answered to a write of the message, when it refused one (a batch reports
+        it per message; ``enqueue`` of one message raises it)."""
+        ...
+
 
 class Dispatcher(abc.ABC, Generic[BrokerT]):
     """Decides where claimed messages go, and writes them there (see the module docstring)."""

@@ -216,10 +216,15 @@ def produce(producer: FrameProducer, plan: SoakPlan) -> tuple[int, int, float, s
             for offset in range(due)
         ]
         try:
-            accepted += len(producer.publish_many(specs))
-        except redis.RedisError as error:  # e.g. OOM: maxmemory reached
+            decisions = producer.publish_many(specs)
+        except redis.RedisError as error:  # Redis did not answer
             refused += due
             first_error = first_error or " ".join(str(error).split())
+            continue
+        refusals = [decision.refused for decision in decisions if decision.refused]  # e.g. OOM: maxmemory reached
+        accepted += len(decisions) - len(refusals)
+        refused += len(refusals)
+        first_error = first_error or (refusals[0] if refusals else "")
     return accepted, refused, time.monotonic() - started, first_error
 
 
