@@ -75,6 +75,7 @@ def test_a_write_redis_refuses_fails_its_own_frame_and_the_others_land(
     register_fake(redis_client, "object-b", (OBJECT,))
     broken = queue_keys("frameflow", "frames.ready.object-b").stream
     redis_client.set(broken, "not a stream")  # every write to object-b's queue answers WRONGTYPE
+    producer.router.claim_check_above = 0  # the fanned-out frame's image is stored, however small
     decisions = producer.publish_many(
         [spec(capabilities=(FACE,)), spec(capabilities=(OBJECT,)), spec(capabilities=(FACE, OBJECT)), spec()]
     )
