@@ -334,6 +334,8 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
         return self._resolved(self.process_batch(frames), "process_batch")
 
     def _resolved(self, outcome: Any, method: str) -> Any:
+        if outcome is None or type(outcome) is dict:  # a plain method's answer: nothing to await
+            return outcome
         if inspect.isawaitable(outcome):
             loop = self._loop
             if loop is None or not loop.is_running():
