@@ -152,16 +152,19 @@ class FrameBatcher(Generic[T, R]):
     def _lock_released_run(self, batch: list[_Waiting[T]]) -> None:
         """Run ``batch`` without the lock (its leader holds it on entry and on return), give each
         item its outcome and wake every waiting thread."""
+        outcomes: list[Outcome] | None = None
         self._leader_wake.release()
         try:
             outcomes = self._outcomes(batch)
         finally:
             self._leader_wake.acquire()
             self._running = False
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            waiting.outcome, waiting.done = outcome, True
-        self._batch_done.notify_all()
-        self._leader_wake.notify()
+            if outcomes is None:  # the leader was interrupted (an async exception) outside process_batch
+                outcomes = [BatchFailed(f"the batch of {len(batch)} frames was interrupted") for _ in batch]
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                waiting.outcome, waiting.done = outcome, True
+            self._batch_done.notify_all()  # in every case: no waiting thread may be left without its outcome
+            self._leader_wake.notify()
 
     def _outcomes(self, batch: list[_Waiting[T]]) -> list[Outcome]:
         self.batches += 1
