@@ -37,12 +37,12 @@ class FrameFreshness(Middleware):
         return {"max_age_ms"}
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        if not message.options.get(FRAME_OPTION):
+        options = message.options
+        if not options.get(FRAME_OPTION):
             return
-        options = dict(message.options)
         actor_max_age = _actor_max_age(broker, message.actor_name)
-        if actor_max_age is not None:
-            options["max_age_ms"] = min(int(options.get("max_age_ms") or actor_max_age), actor_max_age)
+        if actor_max_age is not None:  # a copy, only then: the message's own options stay as they came
+            options = {**options, "max_age_ms": min(int(options.get("max_age_ms") or actor_max_age), actor_max_age)}
         if is_stale(options):
             keys = getattr(broker, "keys_for", None)
             if keys is not None:

@@ -64,9 +64,10 @@ class ProcessorGuard(Middleware):
         guarded = self._guarded
         if message.queue_name not in guarded:
             return
-        found = [name for name in SENDING_OPTIONS if name in message.options]
-        if not found:
+        options = message.options
+        if options.keys().isdisjoint(SENDING_OPTIONS):  # every frame a router wrote: one set operation
             return
+        found = [name for name in SENDING_OPTIONS if name in options]
         refusal = ForbiddenOption(_reason(found))
         logger.warning("Refusing message %s on %s: %s.", message.message_id, message.queue_name, refusal)
         on_refused = guarded[message.queue_name]

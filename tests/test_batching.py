@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +49,33 @@ def test_a_batch_holds_at_most_max_batch_items() -> None:
     assert sum(sizes) == 10
     assert max(sizes) == 4, sizes
     assert (batcher.batches, batcher.items) == (len(sizes), 10)
+
+
+def test_a_batch_runs_on_one_of_the_submitting_threads_one_batch_at_a_time() -> None:
+    """One hand-over per frame: the batch runs on a worker thread that submitted, not on a batcher
+    thread of its own, and never beside another batch."""
+    threads: list[str] = []
+    concurrent, most_concurrent = [0], [0]
+    lock = threading.Lock()
+
+    def run(items: list[int]) -> list[int]:
+        with lock:
+            concurrent[0] += 1
+            most_concurrent[0] = max(most_concurrent[0], concurrent[0])
+        threads.append(threading.current_thread().name)
+        time.sleep(0.01)  # a model's work, long enough for the other threads to queue up behind it
+        with lock:
+            concurrent[0] -= 1
+        return [item * 2 for item in items]
+
+    batcher = FrameBatcher(run, lambda: (4, 5.0))
+    with ThreadPoolExecutor(10, thread_name_prefix="worker") as pool:
+        results = list(pool.map(batcher.submit, range(10)))
+    batcher.close()
+    assert results == [item * 2 for item in range(10)]
+    assert threads and all(name.startswith("worker") for name in threads), threads
+    assert most_concurrent[0] == 1
+    assert batcher.items == 10
 
 
 def test_the_first_item_waits_at_most_max_wait_ms() -> None:

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from pipeline import EmbeddedRedis, FrameProducer, ProcessorRegistry
+from pipeline.processes.slots import PREFETCH_PER_SLOT
 from pipeline.streams.connection import connect
 from pipeline.streams.embedded import free_port
 from pipeline.streams.wire import decode_entry
@@ -99,10 +100,10 @@ def test_repeated_worker_sigkill_processes_every_accepted_frame(redis_url, redis
     figures.record()
     assert (figures.processed, figures.lost, figures.dropped) == (len(owed), 0, {}), figures
     # A killed worker can have finished, and written the results of, at most what it held
-    # without an ack: its prefetch (= capacity) plus the finished frames whose acks were on
-    # their way (the broker holds at most twice the prefetch). So each kill can repeat at most
-    # 2 x capacity frames; nothing else may.
-    assert figures.duplicated <= KILLS * 2 * CAPACITY, figures
+    # without an ack: its prefetch (PREFETCH_PER_SLOT x capacity) plus the finished frames whose
+    # acks were on their way (the broker holds at most twice the prefetch). So each kill can
+    # repeat at most 2 x prefetch frames; nothing else may.
+    assert figures.duplicated <= KILLS * 2 * PREFETCH_PER_SLOT * CAPACITY, figures
     assert all(process.alive() for process in workers.values())
 
 
@@ -130,8 +131,13 @@ def test_worker_sigterm_finishes_in_flight_frames_and_redelivers_nothing(redis_u
     assert worker.process.wait(30) == 0, worker.log_tail()
 
     # Everything it had started is finished and acknowledged; what it had prefetched is back in the stream.
+    # It held (in_flight) its running frames and, read ahead, one more per slot (PREFETCH_PER_SLOT): the
+    # running ones (capacity of them, the queue being full and each frame 0.3 s long) must have finished.
     assert pending_count(redis_client, stream) == 0
-    assert in_flight and in_flight <= set(results_per_frame(redis_client)), "a frame in flight was not finished"
+    finished = in_flight & set(results_per_frame(redis_client))
+    back = {decode_entry(fields).args[0]["frame_id"] for _, fields in redis_client.xrange(stream)}
+    assert in_flight and in_flight <= finished | back, "a frame it held was neither finished nor handed back"
+    assert len(finished) >= len(in_flight) - (PREFETCH_PER_SLOT - 1) * CAPACITY, "a frame in flight was not finished"
 
     successor = fleet.echo("echo-a", delay_s=0.01, capacity=CAPACITY)
     wait_registered(redis_client, "echo-a", successor)

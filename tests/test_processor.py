@@ -22,7 +22,9 @@ import redis
 
 from pipeline import FrameProducer, FrameRejected, ProcessorRegistry, ResultReader
 from pipeline.domain.results import wait_for_results
+from pipeline.streams.keys import queue_keys
 
+from .processes import pending_count
 from .processor_harness import (
     IMAGE,
     RecordingProcessor,
@@ -115,6 +117,29 @@ def test_stale_frames_are_skipped_and_counted(
     assert stale.frame_id not in processor.frame_ids()
     assert processor.calls == 1
     assert drops(redis_client, "face-1") == {"stale": 1}
+
+
+def test_a_processor_runs_capacity_frames_and_holds_the_next_one_for_each_slot(
+    redis_url: str, redis_client: redis.Redis, producer: FrameProducer
+) -> None:
+    """Prefetch: each slot's next frame is read ahead (a finished thread starts it without waiting
+    for Redis); the rest stay in the queue."""
+    processor = RecordingProcessor("face-9", ["face_detection"], redis_url, capacity=2)
+    stream = queue_keys("frameflow", "frames.ready.face-9").stream
+    processor.gate.clear()
+    with running(processor, redis_client):
+        for _ in range(8):
+            publish(producer, ["face_detection"])
+        wait_for(lambda: processor.calls == 2, what="two frames to start")
+        wait_for(
+            lambda: pending_count(redis_client, stream) == 4,
+            what="the processor to hold its two running frames and two more",
+        )
+        assert processor.calls == 2
+        assert redis_client.xlen(stream) == 8, "nothing acked: the four others wait in Redis, undelivered"
+        processor.gate.set()
+        wait_for(lambda: processor.stats.processed == 8, what="every frame to be processed")
+    assert pending_count(redis_client, stream) == 0
 
 
 def test_processor_max_age_tightens_the_frames(

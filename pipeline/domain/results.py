@@ -90,7 +90,7 @@ def result_fields(
         if isinstance(value, str):
             fields[str(name)] = value
         elif isinstance(value, bool) or value is None:
-            fields[str(name)] = json.dumps(value)
+            fields[str(name)] = "null" if value is None else "true" if value else "false"  # json.dumps's words
         elif isinstance(value, int | float):
             fields[str(name)] = repr(value)
         elif isinstance(value, bytes):

@@ -3,24 +3,27 @@
 Dramatiq runs one message per worker thread, and a processor has ``capacity``
 of them. When a processor implements ``process_batch``, each thread hands its
 frame to the processor's :class:`FrameBatcher` and waits for that frame's own
-outcome. The batcher's thread gathers frames until it holds ``max_batch`` of
-them or the oldest has waited ``max_wait_ms``, calls ``process_batch`` once,
-and gives each thread back its result or its exception. Acks, retries, dead
-letters, stats and results stay per frame, in the thread that owns the message,
-and ``capacity`` (the threads) still bounds the frames in flight.
+outcome. The first thread to find no batch gathering leads the next one: it
+waits until the batch holds ``max_batch`` frames or its oldest has waited
+``max_wait_ms``, calls ``process_batch`` once, on its own thread, and gives each
+waiting thread its result or its exception. A frame thus reaches ``process_batch``
+in one hand-over (a separate batcher thread cost two thread switches per frame,
+there and back), and the leader's own frame in none. Acks, retries, dead letters,
+stats and results stay per frame, in the thread that owns the message, and
+``capacity`` (the threads) still bounds the frames in flight.
 
 One batch runs at a time: a model sees batches one after the other, and frames
 that arrive meanwhile make the next batch bigger instead of waiting for nothing.
+While a batch runs, the next leader gathers; a thread whose frame is still
+waiting when a batch ends leads the next one if nobody does.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 from pipeline.errors import BatchFailed
@@ -37,15 +40,22 @@ def overrides(instance: object, base: type, name: str) -> bool:
     return getattr(type(instance), name, None) is not getattr(base, name, None)
 
 
-@dataclasses.dataclass
 class _Waiting(Generic[T]):
-    item: T
-    since: float
-    future: Future = dataclasses.field(default_factory=Future)
+    """One submitted item and, once its batch ran, its outcome."""
+
+    __slots__ = ("done", "item", "outcome", "since", "taken")
+
+    def __init__(self, item: T, since: float) -> None:
+        self.item = item
+        self.since = since
+        self.taken = False  # in a batch
+        self.done = False  # its batch ran: ``outcome`` is set
+        self.outcome: Outcome = None
 
 
 class FrameBatcher(Generic[T, R]):
-    """Turns concurrent :meth:`submit` calls into calls of ``run_batch`` on lists of items.
+    """Turns concurrent :meth:`submit` calls into calls of ``run_batch`` on lists of items,
+    made by one of the submitting threads.
 
     Parameters:
       run_batch: called with up to ``max_batch`` items; returns one outcome per item, in order:
@@ -53,7 +63,7 @@ class FrameBatcher(Generic[T, R]):
         another number of outcomes, every item of that batch fails with :class:`BatchFailed`.
       limits: returns ``(max_batch, max_wait_s)``; read at each batch, so a processor's settings
         may change until its first frame.
-      name: the batcher thread's name.
+      name: what the batcher is called (a processor's id), for the reader of a traceback.
 
     Attributes:
       batches: how many batches ran.
@@ -69,10 +79,16 @@ class FrameBatcher(Generic[T, R]):
     ) -> None:
         self._run_batch = run_batch
         self._limits = limits
-        self._name = name
+        self.name = name
         self._waiting: collections.deque[_Waiting[T]] = collections.deque()
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
+        lock = threading.Lock()
+        #: Told when the leader may have to act: the batch filled, a batch ended, a close began.
+        self._leader_wake = threading.Condition(lock)
+        #: Told when a batch ended (outcomes given, or a leader wanted).
+        self._batch_done = threading.Condition(lock)
+        self._full_at = 1  # max_batch of the batch being gathered: the submit that fills it wakes the leader
+        self._leading = False
+        self._running = False
         self._closing = False
         self.batches = 0
         self.items = 0
@@ -80,57 +96,77 @@ class FrameBatcher(Generic[T, R]):
     @property
     def pending(self) -> int:
         """Items waiting for a batch to take them."""
-        with self._changed:
+        with self._leader_wake:
             return len(self._waiting)
 
     def submit(self, item: T) -> R:
         """Queue ``item`` for the next batch and wait for its outcome: return its result or raise its error."""
         waiting = _Waiting(item, time.monotonic())
-        with self._changed:
+        with self._leader_wake:
             self._waiting.append(waiting)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
-                self._thread.start()
-            self._changed.notify_all()
-        return waiting.future.result()
+            if self._leading and len(self._waiting) >= self._full_at:
+                self._leader_wake.notify()
+            while not waiting.done:
+                if self._leading or waiting.taken:
+                    self._batch_done.wait()
+                    continue
+                self._leading = True
+                batch = self._gather()  # releases the lock while it waits; leadership passes on with the batch
+                if batch:
+                    self._lock_released_run(batch)
+        if isinstance(waiting.outcome, BaseException):
+            raise waiting.outcome
+        return waiting.outcome
 
     def close(self, timeout: float | None = None) -> None:
-        """Run what is waiting without further delay and stop the thread; a later :meth:`submit` starts it again."""
-        with self._changed:
-            thread = self._thread
+        """Run what is waiting without further delay and wait (up to ``timeout``) for it to finish;
+        a later :meth:`submit` batches as before."""
+        with self._leader_wake:
             self._closing = True
-            self._changed.notify_all()
-        if thread is not None:
-            thread.join(timeout)
-        with self._changed:
+            self._leader_wake.notify_all()
+            self._batch_done.wait_for(lambda: not self._waiting and not self._running, timeout)
             self._closing = False
 
-    def _serve(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._run(batch)
-
-    def _next_batch(self) -> list[_Waiting[T]] | None:
-        """Wait for a first item, then for more until the batch is full or the first item's wait is over."""
-        with self._changed:
-            while not self._waiting:
-                if self._closing:
-                    self._thread = None
-                    return None
-                self._changed.wait()
+    def _gather(self) -> list[_Waiting[T]]:
+        """As the leader (lock held): wait until the previous batch ended and this one is full or its
+        first item's wait is over, then take the batch, hand the lead on and mark the batch running."""
+        try:
             max_batch, max_wait_s = self._limits()
-            max_batch = max(1, max_batch)
-            deadline = self._waiting[0].since + max_wait_s
-            while len(self._waiting) < max_batch and not self._closing:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            max_batch = self._full_at = max(1, max_batch)
+            while self._waiting:
+                if not self._running and (len(self._waiting) >= max_batch or self._closing):
                     break
-                self._changed.wait(remaining)
-            return [self._waiting.popleft() for _ in range(min(max_batch, len(self._waiting)))]
+                remaining = self._waiting[0].since + max_wait_s - time.monotonic()
+                if not self._running and remaining <= 0:
+                    break
+                self._leader_wake.wait(remaining if remaining > 0 and not self._running else None)
+            batch = [self._waiting.popleft() for _ in range(min(max_batch, len(self._waiting)))]
+            for waiting in batch:
+                waiting.taken = True
+            self._running = bool(batch)
+            return batch
+        finally:
+            self._leading = False
+            self._batch_done.notify_all()  # a thread still waiting may lead the next batch
 
-    def _run(self, batch: list[_Waiting[T]]) -> None:
+    def _lock_released_run(self, batch: list[_Waiting[T]]) -> None:
+        """Run ``batch`` without the lock (its leader holds it on entry and on return), give each
+        item its outcome and wake every waiting thread."""
+        outcomes: list[Outcome] | None = None
+        self._leader_wake.release()
+        try:
+            outcomes = self._outcomes(batch)
+        finally:
+            self._leader_wake.acquire()
+            self._running = False
+            if outcomes is None:  # the leader was interrupted (an async exception) outside process_batch
+                outcomes = [BatchFailed(f"the batch of {len(batch)} frames was interrupted") for _ in batch]
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                waiting.outcome, waiting.done = outcome, True
+            self._batch_done.notify_all()  # in every case: no waiting thread may be left without its outcome
+            self._leader_wake.notify()
+
+    def _outcomes(self, batch: list[_Waiting[T]]) -> list[Outcome]:
         self.batches += 1
         self.items += len(batch)
         try:
@@ -138,14 +174,8 @@ class FrameBatcher(Generic[T, R]):
             if len(outcomes) != len(batch):
                 raise BatchFailed(f"process_batch returned {len(outcomes)} outcomes for {len(batch)} frames")
         except BaseException as error:  # every waiting thread must hear about it, whatever it is
-            for waiting in batch:
-                waiting.future.set_exception(_batch_failed(error, len(batch)))
-            return
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                waiting.future.set_exception(outcome)
-            else:
-                waiting.future.set_result(outcome)
+            return [_batch_failed(error, len(batch)) for _ in batch]
+        return outcomes
 
 
 def _batch_failed(error: BaseException, size: int) -> BatchFailed:

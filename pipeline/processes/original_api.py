@@ -28,7 +28,7 @@ from pipeline.errors import ConfigurationRefused, FrameflowError, ResultRefused
 
 from .heartbeat import Heartbeat
 from .processor_stats import ProcessorStats
-from .slots import ProcessingSlots
+from .slots import PREFETCH_PER_SLOT, ProcessingSlots
 
 if TYPE_CHECKING:
     from pipeline.streams.broker import RedisStreamsBroker
@@ -255,17 +255,19 @@ def _checked(changes: Mapping[str, Any], capacity: int, capabilities: list[str])
 def fit_worker(worker: dramatiq.Worker, queue_name: str, capacity: int) -> None:
     """Let a worker ``ProcessorClient.start()`` made hold and run ``capacity`` frames.
 
-    Its consumer prefetches ``capacity`` frames (the rest stay in Redis for a less busy peer);
+    Its consumer prefetches :data:`~.slots.PREFETCH_PER_SLOT` frames per slot (a finished thread
+    starts its next frame without waiting for Redis; the rest stay in Redis for a less busy peer);
     worker threads are added when it grows (Dramatiq has no public call for that; a thread
     beyond a smaller capacity just waits for a prefetched frame, the slots bound the rest).
     """
-    worker.queue_prefetch = capacity
+    prefetch = PREFETCH_PER_SLOT * max(1, capacity)
+    worker.queue_prefetch = prefetch
     consumer_thread = worker.consumers.get(queue_name)
     if consumer_thread is not None:
-        consumer_thread.prefetch = capacity
+        consumer_thread.prefetch = prefetch
         consumer = getattr(consumer_thread, "consumer", None)
         if consumer is not None and hasattr(consumer, "prefetch"):
-            consumer.prefetch = max(1, capacity)
+            consumer.prefetch = prefetch
     while len(worker.workers) < capacity:
         worker._add_worker()
     worker.worker_threads = max(worker.worker_threads, capacity)

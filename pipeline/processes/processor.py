@@ -67,7 +67,7 @@ from .presence import RegistryPresence
 from .processor_health import HealthReporting
 from .processor_stats import ProcessorStats
 from .redis_wait import wait_for_redis
-from .slots import ProcessingSlots
+from .slots import PREFETCH_PER_SLOT, ProcessingSlots
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +252,8 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
             self._worker = dramatiq.Worker(
                 broker, queues={self.queue_name}, worker_threads=self.capacity, worker_timeout=500
             )
-            # Hold no more frames than can run: the rest stay in Redis for a less busy peer.
-            self._worker.queue_prefetch = self.capacity
+            # Hold two frames per slot, no more: the rest stay in Redis for a less busy peer.
+            self._worker.queue_prefetch = PREFETCH_PER_SLOT * self.capacity
             self._owns_worker = True
             broker.emit_after("process_boot")
             self._worker.start()
@@ -348,6 +348,8 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
         return self._resolved(self.process_batch(frames), "process_batch")
 
     def _resolved(self, outcome: Any, method: str) -> Any:
+        if outcome is None or type(outcome) is dict:  # a plain method's answer: nothing to await
+            return outcome
         if inspect.isawaitable(outcome):
             loop = self._loop
             if loop is None or not loop.is_running():

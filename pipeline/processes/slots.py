@@ -6,12 +6,19 @@
 is a counting bound whose size can be changed at any time. Growing it lets waiting
 frames start at once; shrinking it lets the frames already running finish and
 starts no new one until fewer than the new bound are in flight.
+
+A processor's consumer holds :data:`PREFETCH_PER_SLOT` frames per slot: one running and
+one waiting in this process, so that a thread that finishes starts its next frame at once
+instead of after a round trip to Redis (Dramatiq's own workers prefetch twice their threads).
 """
 
 from __future__ import annotations
 
 import threading
 from types import TracebackType
+
+#: Frames a processor's consumer holds per slot (``capacity``): running, and next in line.
+PREFETCH_PER_SLOT = 2
 
 
 class ProcessingSlots:

@@ -75,6 +75,16 @@ class StreamMessageProxy(MessageProxy):
 
     def __init__(self, message, entry_id: bytes) -> None:
         super().__init__(message)
+        # The message's fields as the proxy's own attributes (a Message is frozen, so they cannot
+        # go stale): the middleware of a processor read them some 25 times per delivery, each
+        # time through MessageProxy.__getattr__ otherwise.
+        self.queue_name = message.queue_name
+        self.actor_name = message.actor_name
+        self.args = message.args
+        self.kwargs = message.kwargs
+        self.options = message.options
+        self.message_id = message.message_id
+        self.message_timestamp = message.message_timestamp
         self.entry_id = entry_id
         #: Commands written in the same round trip as the ack, just before it (:mod:`pipeline.streams.acks`).
         self.ack_writes: list[tuple] = []
