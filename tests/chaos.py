@@ -175,8 +175,17 @@ class Camera(threading.Thread):
     its next frame, as a live camera does.
     """
 
-    def __init__(self, redis_url: str, frames: int, *, interval_s: float = 0.01, **producer_options: Any) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        frames: int,
+        *,
+        interval_s: float = 0.01,
+        image: bytes = b"\xff\xd8chaos\xff\xd9",
+        **producer_options: Any,
+    ) -> None:
         super().__init__(name="chaos-camera", daemon=True)
+        self.image = image
         # Nothing goes stale in these tests; ``producer_options`` reach FrameProducer (durability, ...).
         self.producer = FrameProducer(redis_url, max_age_ms=600_000, **producer_options)
         self.frames = frames
@@ -190,7 +199,7 @@ class Camera(threading.Thread):
     def publish_one(self) -> None:
         try:
             decision = self.producer.publish(
-                camera_id="cam-chaos", image=b"\xff\xd8chaos\xff\xd9", capabilities=[CAPABILITY], width=4, height=4
+                camera_id="cam-chaos", image=self.image, capabilities=[CAPABILITY], width=4, height=4
             )
         except redis.RedisError as error:
             self.refused.append(type(error).__name__)

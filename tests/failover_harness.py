@@ -109,3 +109,21 @@ def print_table(figures: FaultFigures, **notes: object) -> None:
     for name, value in notes.items():
         print(f"  {name}: {value}")
     figures.record()
+
+
+def conclude(
+    figures: FaultFigures, owed: set[str], unreplicated: set[str], client: redis.Redis, **notes: object
+) -> None:
+    """Count, print and record the fault's figures, then assert frameflow's promise through a failover:
+    a lost frame (accepted, no result) is one the promoted replica never received.
+
+    ``lost`` is counted here by frame: a frame may be both processed and dropped as ``image_expired``
+    (processed on the old primary, whose result and image release reached the replica but whose ack,
+    a round trip later, did not: delivered again, it finds its image gone), which is no loss; any
+    other drop is a failure, as these tests bound nothing and nothing goes stale.
+    """
+    lost = lost_frames(owed, client)
+    figures.unreplicated, figures.lost = len(unreplicated), len(lost)
+    print_table(figures, **notes)
+    assert lost <= unreplicated, f"frames the promoted replica received were lost: {sorted(lost - unreplicated)}"
+    assert set(figures.dropped) <= {"image_expired"}, figures
