@@ -22,8 +22,9 @@ from pipeline.streams import direct as direct_module
 from pipeline.streams.connection import connect
 from pipeline.streams.direct import DirectRedis
 from pipeline.streams.embedded import EmbeddedRedis
-from tests.cluster import LocalSentinel, cluster_server_binary
+from tests.cluster import cluster_server_binary
 from tests.failover_harness import pause, resume
+from tests.sentinel import LocalSentinel
 
 #: A short read timeout for these tests (the default is 5 s).
 READ_TIMEOUT_S = 0.5

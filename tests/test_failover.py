@@ -29,7 +29,7 @@ from redis.crc import key_slot
 
 from pipeline.streams.connection import connect
 from tests.chaos import Camera, Fleet, account, results_per_frame, wait_registered
-from tests.cluster import LocalCluster, LocalSentinel, cluster_server_binary
+from tests.cluster import LocalCluster, cluster_server_binary
 from tests.failover_harness import (
     assert_all_alive,
     conclude,
@@ -41,6 +41,7 @@ from tests.failover_harness import (
     resume,
 )
 from tests.polling import wait_until
+from tests.sentinel import LocalSentinel
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
