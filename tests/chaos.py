@@ -23,6 +23,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -53,6 +54,8 @@ class FaultFigures:
     dropped: dict[str, int]
     lost: int
     refused: int = 0  #: publishes that raised (Redis away): never accepted, so never owed
+    #: accepted frames a failover's promoted replica never received (asynchronous replication's loss)
+    unreplicated: int = 0
 
     def record(self) -> None:
         """Append this as one JSON line to ``FRAMEFLOW_FAULT_REPORT``, when it names a file."""
@@ -172,9 +175,19 @@ class Camera(threading.Thread):
     its next frame, as a live camera does.
     """
 
-    def __init__(self, redis_url: str, frames: int, *, interval_s: float = 0.01) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        frames: int,
+        *,
+        interval_s: float = 0.01,
+        image: bytes = b"\xff\xd8chaos\xff\xd9",
+        **producer_options: Any,
+    ) -> None:
         super().__init__(name="chaos-camera", daemon=True)
-        self.producer = FrameProducer(redis_url, max_age_ms=600_000)  # nothing goes stale in these tests
+        self.image = image
+        # Nothing goes stale in these tests; ``producer_options`` reach FrameProducer (durability, ...).
+        self.producer = FrameProducer(redis_url, max_age_ms=600_000, **producer_options)
         self.frames = frames
         self.interval_s = interval_s
         self.accepted: list[str] = []
@@ -186,7 +199,7 @@ class Camera(threading.Thread):
     def publish_one(self) -> None:
         try:
             decision = self.producer.publish(
-                camera_id="cam-chaos", image=b"\xff\xd8chaos\xff\xd9", capabilities=[CAPABILITY], width=4, height=4
+                camera_id="cam-chaos", image=self.image, capabilities=[CAPABILITY], width=4, height=4
             )
         except redis.RedisError as error:
             self.refused.append(type(error).__name__)

@@ -1,13 +1,18 @@
-"""A Redis Cluster for tests: three masters on loopback ports, no replicas (and a Sentinel set-up).
+"""A Redis Cluster for tests: three masters on loopback ports, optionally a replica each (and a Sentinel set-up).
 
-Each master is an :class:`~pipeline.streams.embedded.EmbeddedRedis` (so it dies with the
+Each node is an :class:`~pipeline.streams.embedded.EmbeddedRedis` (so it dies with the
 test session, ``PR_SET_PDEATHSIG`` included) started with ``--cluster-enabled``
 and a cluster bus port of its own. The slots are split in three ranges with
-``CLUSTER ADDSLOTS``, the nodes meet each other with ``CLUSTER MEET``, and
-:meth:`LocalCluster.start` returns once every node says ``cluster_state:ok``.
+``CLUSTER ADDSLOTS``, the nodes meet each other with ``CLUSTER MEET``, replicas
+follow their master with ``CLUSTER REPLICATE``, and :meth:`LocalCluster.start`
+returns once every node says ``cluster_state:ok`` and every replica holds its master's data.
 
-:class:`LocalSentinel` is one master, its replicas and the sentinels watching it, for the
-``redis+sentinel://`` URL (and a real failover). Both need the system's ``redis-server`` (Debian's 7.0 at
+Replicas take their first copy through a file (``--repl-diskless-sync no``): with a
+diskless first sync Redis 7.0 waits ``repl-diskless-sync-delay`` (5 s) for more replicas,
+and with a delay of 0 a replica was seen reporting its link up at offset 0, having never
+received a write. Fixtures wait for ``WAIT`` to count every replica before a test starts.
+
+The Sentinel set-up is :mod:`tests.sentinel`. Both need the system's ``redis-server`` (Debian's 7.0 at
 ``/usr/bin/redis-server``, or ``FRAMEFLOW_REDIS_SERVER``); without one the test
 that asks for a cluster fails with a message saying so.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +34,9 @@ from tests.polling import wait_until
 #: Redis Cluster's number of hash slots.
 SLOTS = 16384
 
+#: Arguments every node that has, or may get, replicas runs with (see the module docstring).
+REPLICATION_ARGS = ("--repl-diskless-sync", "no")
+
 
 def cluster_server_binary() -> str | None:
     """The ``redis-server`` to build a cluster from: ``FRAMEFLOW_REDIS_SERVER``, else the one on PATH."""
@@ -36,26 +44,58 @@ def cluster_server_binary() -> str | None:
 
 
 class LocalCluster:
-    """Three (``masters``) cluster-enabled ``redis-server`` processes owning all slots.
+    """Three (``masters``) cluster-enabled ``redis-server`` processes owning all slots, each with
+    ``replicas`` replicas.
 
     Parameters:
       binary: the ``redis-server`` to run.
       masters: how many masters share the slots.
+      replicas: how many replicas each master has (a killed master's replica takes over its slots
+        once the others have not heard from it for ``node_timeout_ms``).
+      node_timeout_ms: ``cluster-node-timeout``.
       extra_args: more ``redis-server`` arguments for every node (``--requirepass`` ...).
       tls: every node listens with TLS only, the cluster bus too (``rediss+cluster://``).
     """
 
     def __init__(
-        self, binary: str, *, masters: int = 3, extra_args: Sequence[str] = (), tls: TlsFiles | None = None
+        self,
+        binary: str,
+        *,
+        masters: int = 3,
+        replicas: int = 0,
+        node_timeout_ms: int = 5000,
+        extra_args: Sequence[str] = (),
+        tls: TlsFiles | None = None,
     ) -> None:
-        self._bus_ports = [free_port() for _ in range(masters)]
         tls_args = ["--tls-cluster", "yes", "--tls-replication", "yes"] if tls is not None else []
-        self.nodes = [
-            EmbeddedRedis(binary=binary, tls=tls, extra_args=[*_cluster_args(bus_port), *tls_args, *extra_args])
-            for bus_port in self._bus_ports
-        ]
+
+        def node() -> EmbeddedRedis:
+            # Every port differs from the others chosen (all are free now, none bound before start).
+            port, bus_port = self._new_port(), self._new_port()
+            arguments = [*_cluster_args(bus_port, node_timeout_ms), *REPLICATION_ARGS, *tls_args, *extra_args]
+            self._bus_ports[port] = bus_port
+            return EmbeddedRedis(port=port, binary=binary, tls=tls, extra_args=arguments)
+
+        self._bus_ports: dict[int, int] = {}
+        self._chosen_ports: set[int] = set()
+        #: The masters the cluster starts with (index = the ``index`` of :meth:`node_client`).
+        self.nodes = [node() for _ in range(masters)]
+        #: ``replicas[i]`` follow ``nodes[i]`` at the start.
+        self.replicas = [[node() for _ in range(replicas)] for _ in range(masters)]
         self.tls = tls
         self._password = _argument(extra_args, "--requirepass")
+
+    def _new_port(self) -> int:
+        port = free_port()
+        while port in self._chosen_ports:
+            port = free_port()
+        self._chosen_ports.add(port)
+        return port
+
+    @property
+    def servers(self) -> list[EmbeddedRedis]:
+        """Every node, masters first."""
+        return [*self.nodes, *(replica for group in self.replicas for replica in group)]
 
     @property
     def url(self) -> str:
@@ -78,43 +118,83 @@ class LocalCluster:
 
     def node_client(self, index: int) -> redis.Redis:
         """A plain client of one master (cluster commands, ``FLUSHALL``, faults)."""
-        return redis.Redis(host="127.0.0.1", port=self.nodes[index].port, password=self._password, **_tls(self.tls))
+        return self.client_of(self.nodes[index])
+
+    def client_of(self, server: EmbeddedRedis, *, single_connection: bool = False) -> redis.Redis:
+        """A plain client of any node (on one connection: for ``READONLY`` on a replica)."""
+        return redis.Redis(
+            host="127.0.0.1",
+            port=server.port,
+            password=self._password,
+            single_connection_client=single_connection,
+            **tls_options(self.tls),
+        )
 
     def node_id(self, index: int) -> str:
         with self.node_client(index) as client:
             return client.execute_command("CLUSTER", "MYID").decode()
 
     def start(self, timeout: float = 20.0) -> LocalCluster:
-        """Start the masters, give each a third of the slots, join them, wait for ``cluster_state:ok``."""
-        for node in self.nodes:
-            node.start()
+        """Start the nodes, give each master a third of the slots, join them, make the replicas
+        follow their masters, wait for ``cluster_state:ok`` and for every replica to be in step."""
+        for server in self.servers:
+            server.start()
         bounds = [round(SLOTS * index / len(self.nodes)) for index in range(len(self.nodes) + 1)]
         for index in range(len(self.nodes)):
             with self.node_client(index) as client:
                 client.execute_command("CLUSTER", "ADDSLOTS", *range(bounds[index], bounds[index + 1]))
         with self.node_client(0) as first:
-            for node, bus_port in zip(self.nodes[1:], self._bus_ports[1:], strict=True):
-                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_port)
+            for server in self.servers[1:]:
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, self._bus_ports[server.port])
+        wait_until(self._healthy, timeout, lambda: f"cluster_state:ok on every node ({self._states()})", 0.05)
+        for index, group in enumerate(self.replicas):
+            master_id = self.node_id(index)
+            for replica in group:
+                with self.client_of(replica) as client:
+                    # A replica can follow a master only once it knows it (the MEET spreads by gossip).
+                    wait_until(
+                        partial(_knows_node, client, master_id),
+                        timeout,
+                        f"node {replica.port} to learn of master {index}",
+                        0.05,
+                    )
+                    client.execute_command("CLUSTER", "REPLICATE", master_id)
+        self.wait_in_step(timeout)
         wait_until(self._healthy, timeout, lambda: f"cluster_state:ok on every node ({self._states()})", 0.05)
         return self
 
+    def wait_in_step(self, timeout: float = 20.0) -> None:
+        """Wait until every starting master's replicas acknowledged its writes (``WAIT``)."""
+        for index, group in enumerate(self.replicas):
+            if group:
+                with self.node_client(index) as client:
+                    wait_until(
+                        partial(replicas_in_step, client, len(group)),
+                        timeout,
+                        f"the replicas of master {index} to be in step",
+                        0.05,
+                    )
+
     def _states(self) -> list[str]:
         states = []
-        for index in range(len(self.nodes)):
-            with self.node_client(index) as client:
+        for server in self.servers:
+            if server.process is None or server.process.poll() is not None:
+                continue  # killed by the test
+            with self.client_of(server) as client:
                 info = client.execute_command("CLUSTER", "INFO").decode()
             fields = dict(line.split(":", 1) for line in info.split() if ":" in line)
             states.append(f"{fields.get('cluster_state')}/{fields.get('cluster_known_nodes')}")
         return states
 
     def _healthy(self) -> bool:
-        return all(state == f"ok/{len(self.nodes)}" for state in self._states())
+        return all(state == f"ok/{len(self.servers)}" for state in self._states())
 
     def flush(self) -> None:
         """Empty every master (``FLUSHALL`` on each; the cluster client's ``flushdb`` does the same)."""
-        for index in range(len(self.nodes)):
-            with self.node_client(index) as client:
-                client.flushall()
+        for server in self.servers:
+            with self.client_of(server) as client:
+                if client.info("replication")["role"] == "master":
+                    client.flushall()
 
     def migrate_slot(self, slot: int, source: int, target: int) -> None:
         """Move ``slot`` and its keys from master ``source`` to master ``target``, as
@@ -139,8 +219,8 @@ class LocalCluster:
         raise AssertionError(f"no master serves slot {slot}")
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+        for server in self.servers:
+            server.stop()
 
     def __enter__(self) -> LocalCluster:
         try:
@@ -153,180 +233,12 @@ class LocalCluster:
         self.stop()
 
 
-class _SentinelProcess(EmbeddedRedis):
-    """``redis-server --sentinel``, watching one master; its configuration file is its own (0600).
-    With ``own_password`` clients of the sentinel authenticate (``requirepass``); with ``tls`` it
-    listens with TLS only and reaches the master over TLS."""
-
-    def __init__(
-        self,
-        binary: str,
-        service: str,
-        master: EmbeddedRedis,
-        password: str | None,
-        *,
-        own_password: str | None = None,
-        tls: TlsFiles | None = None,
-    ) -> None:
-        # The password as EmbeddedRedis reads it for its readiness PING; it is written to the config file only.
-        super().__init__(binary=binary, tls=tls, extra_args=["--requirepass", own_password] if own_password else [])
-        self.service, self.master, self.master_password = service, master, password
-        self.own_password = own_password
-
-    def command_line(self) -> list[str]:
-        config = Path(self.data_dir, "sentinel.conf")
-        listen = [f"port {self.port}"]
-        if self.tls is not None:
-            listen = ["port 0", *_tls_config(self.tls, self.port)]
-        lines = [
-            *listen,
-            "bind 127.0.0.1",
-            f"dir {self.data_dir}",
-            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1",
-            f"sentinel down-after-milliseconds {self.service} 2000",
-            f"sentinel failover-timeout {self.service} 10000",
-        ]
-        if self.master_password:
-            lines.append(f"sentinel auth-pass {self.service} {self.master_password}")
-        if self.own_password:
-            lines += [f"requirepass {self.own_password}", f"sentinel sentinel-pass {self.own_password}"]
-        config.touch(mode=0o600)
-        config.write_text("\n".join(lines) + "\n")
-        return [self.binary, str(config), "--sentinel"]
-
-
-class LocalSentinel:
-    """One master (with ``--requirepass`` when ``password`` is given), ``replicas`` replicas of it,
-    and ``sentinels`` sentinels watching it (a quorum of one: any sentinel may fail over); with
-    ``sentinel_password`` the sentinels want a password of their own, with ``tls`` every server
-    listens with TLS only."""
-
-    def __init__(
-        self,
-        binary: str,
-        *,
-        service: str = "cameras",
-        password: str | None = None,
-        replicas: int = 0,
-        sentinels: int = 1,
-        sentinel_password: str | None = None,
-        tls: TlsFiles | None = None,
-    ) -> None:
-        self.service, self.password = service, password
-        self.sentinel_password, self.tls = sentinel_password, tls
-        auth = ["--requirepass", password, "--masterauth", password] if password else []
-        auth += ["--tls-replication", "yes"] if tls is not None else []
-        self.master = EmbeddedRedis(binary=binary, extra_args=auth, tls=tls)
-        self.replicas = [
-            EmbeddedRedis(binary=binary, extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.master.port)], tls=tls)
-            for _ in range(replicas)
-        ]
-        self.sentinels = [
-            _SentinelProcess(binary, service, self.master, password, own_password=sentinel_password, tls=tls)
-            for _ in range(sentinels)
-        ]
-
-    @property
-    def sentinel(self) -> _SentinelProcess:
-        return self.sentinels[0]
-
-    def url(self, db: int = 0) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return self.url_as(auth, db)
-
-    def url_as(self, credentials: str, db: int = 0, *, sentinel_user: AclUser | None = None) -> str:
-        """The ``redis+sentinel://`` URL with the master's ``credentials`` (``user:password@``), and
-        the sentinels' credentials (``sentinel_user``'s, else their password) and the TLS options
-        as URL options."""
-        scheme = "rediss+sentinel" if self.tls is not None else "redis+sentinel"
-        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        options = self.tls.url_options() if self.tls is not None else {}
-        if sentinel_user is not None:
-            options.update(sentinel_username=sentinel_user.name, sentinel_password=sentinel_user.password)
-        elif self.sentinel_password:
-            options["sentinel_password"] = self.sentinel_password
-        query = f"?{urlencode(options)}" if options else ""
-        return f"{scheme}://{credentials}{hosts}/{self.service}/{db}{query}"
-
-    def add_user(self, user: AclUser) -> None:
-        """``ACL SETUSER`` ``user`` on the master and its replicas (a promoted replica must let it in)."""
-        for server in [self.master, *self.replicas]:
-            with self.server_client(server) as client:
-                set_user(client, user)
-
-    def add_sentinel_user(self, user: AclUser) -> None:
-        """``ACL SETUSER`` ``user`` on every sentinel (a sentinel's users are its own)."""
-        for sentinel in self.sentinels:
-            with self._client(sentinel.port, self.sentinel_password) as client:
-                set_user(client, user)
-
-    def server_client(self, server: EmbeddedRedis) -> redis.Redis:
-        """An admin client of the master or a replica."""
-        return self._client(server.port, self.password)
-
-    def sentinel_client(self) -> redis.Redis:
-        return self._client(self.sentinel.port, self.sentinel_password)
-
-    def _client(self, port: int, password: str | None) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, password=password, **_tls(self.tls))
-
-    def master_port(self) -> int:
-        """The port of the master the first sentinel names now."""
-        with self.sentinel_client() as client:
-            _host, port = client.sentinel_get_master_addr_by_name(self.service)
-        return int(port)
-
-    def fail_over(self, timeout: float = 30.0) -> EmbeddedRedis:
-        """Promote a replica (``SENTINEL FAILOVER``, once the sentinel knows a synced one) and wait until
-        the old master is its replica; return the promoted server."""
-
-        def known_replica() -> bool:
-            with self.sentinel_client() as client:
-                replicas = client.sentinel_slaves(self.service)
-            return any(replica.get("master-link-status") == "ok" for replica in replicas)
-
-        wait_until(known_replica, timeout, "a sentinel to see a synced replica", 0.1)
-        old = self.master_port()
-        with self.sentinel_client() as client:
-            client.execute_command("SENTINEL", "FAILOVER", self.service)
-        wait_until(lambda: self.master_port() != old, timeout, "the sentinel to name the promoted replica", 0.05)
-        promoted = next(server for server in self.replicas if server.port == self.master_port())
-
-        demoted = next(server for server in [self.master, *self.replicas] if server.port == old)
-
-        def roles_swapped() -> bool:
-            with self.server_client(promoted) as new_master, self.server_client(demoted) as old_master:
-                roles = (new_master.info("replication")["role"], old_master.info("replication")["role"])
-            return roles == ("master", "slave")
-
-        # Until the sentinel reconfigures the old master, it still takes writes from clients connected
-        # to it (asynchronous replication's split brain): the failover is complete once it is a replica.
-        wait_until(roles_swapped, timeout, "the promoted replica to be master and the old master its replica", 0.05)
-        return promoted
-
-    def __enter__(self) -> LocalSentinel:
-        started: list[EmbeddedRedis] = []
-        try:
-            for server in [self.master, *self.replicas, *self.sentinels]:
-                server.start()
-                started.append(server)
-        except BaseException:
-            for server in reversed(started):
-                server.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for server in [*self.sentinels, *self.replicas, self.master]:
-            server.stop()
-
-
 def set_user(client: redis.Redis, user: AclUser) -> None:
     """``ACL SETUSER`` ``user`` (from scratch: ``reset``) on the server of ``client``."""
     client.execute_command("ACL", "SETUSER", user.name, "reset", "on", f">{user.password}", *user.rules)
 
 
-def _tls(tls: TlsFiles | None) -> dict[str, Any]:
+def tls_options(tls: TlsFiles | None) -> dict[str, Any]:
     """redis-py's options for a client of a server that has ``tls``."""
     if tls is None:
         return {}
@@ -339,19 +251,21 @@ def _tls(tls: TlsFiles | None) -> dict[str, Any]:
     }
 
 
-def _tls_config(tls: TlsFiles, port: int) -> list[str]:
-    """A sentinel's configuration lines for ``tls``: :meth:`TlsFiles.server_args` as a file's lines."""
-    args = tls.server_args(port)[2:]  # after "--port 0"
-    lines = [f"{name.removeprefix('--')} {value}" for name, value in zip(args[::2], args[1::2], strict=True)]
-    return [*lines, "tls-replication yes"]
+def replicas_in_step(master: redis.Redis, count: int) -> bool:
+    """Whether ``count`` replicas acknowledge every write ``master`` took so far (``WAIT``, 100 ms)."""
+    return int(master.execute_command("WAIT", count, 100)) >= count
 
 
-def _cluster_args(bus_port: int) -> list[str]:
+def _knows_node(client: redis.Redis, node_id: str) -> bool:
+    return node_id.encode() in client.execute_command("CLUSTER", "NODES")
+
+
+def _cluster_args(bus_port: int, node_timeout_ms: int) -> list[str]:
     return [
         "--cluster-enabled", "yes",
         "--cluster-config-file", "nodes.conf",
         "--cluster-port", str(bus_port),
-        "--cluster-node-timeout", "5000",
+        "--cluster-node-timeout", str(node_timeout_ms),
     ]  # fmt: skip
 
 

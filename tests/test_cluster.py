@@ -29,8 +29,9 @@ from pipeline.settings import mask_url
 from pipeline.streams.cluster import ClusterDirectRedis
 from pipeline.streams.connection import connect, parse_multi_host_url, wait_until_reachable
 from pipeline.streams.keys import queue_keys
-from tests.cluster import LocalCluster, LocalSentinel, cluster_server_binary
+from tests.cluster import LocalCluster, cluster_server_binary
 from tests.polling import wait_until
+from tests.sentinel import LocalSentinel
 
 from .processor_harness import IMAGE, RecordingProcessor, publish, running, wait_for
 

@@ -25,10 +25,11 @@ from pipeline.settings import mask_url
 from pipeline.streams.connection import connect
 from pipeline.streams.embedded import CLUSTER_ACL_RULES, PIPELINE_ACL_RULES, SENTINEL_ACL_RULES, AclUser
 from tests.cli_harness import COLUMNS, FRAMEFLOW
-from tests.cluster import LocalCluster, LocalSentinel
+from tests.cluster import LocalCluster
 from tests.polling import wait_until
 from tests.processes import WorkerProcess, worker_env
 from tests.processor_harness import RecordingProcessor, publish, running, wait_for
+from tests.sentinel import LocalSentinel
 from tests.tls import USER, Certificates, captured_logs, run_all, tls_redis_server
 
 FRAMES = 10

@@ -28,9 +28,10 @@ from pipeline.processes.scheduler import PipelineScheduler
 from pipeline.streams.connection import RedisClient, connect
 from pipeline.streams.embedded import EmbeddedRedis, TlsFiles
 from pipeline.streams.keys import queue_keys
-from tests.cluster import LocalCluster, LocalSentinel, cluster_server_binary
+from tests.cluster import LocalCluster, cluster_server_binary
 from tests.private_network import DEFAULT_REDIS_PORT, in_private_network
 from tests.processor_harness import RecordingProcessor, publish, running
+from tests.sentinel import LocalSentinel
 from tests.tls import Certificates
 
 FACE = "face_detection"

@@ -76,6 +76,26 @@ def test_reregistering_after_a_crash_just_works(registry: ProcessorRegistry) -> 
     assert info is not None and info.pid == 222 and info.processed == 0
 
 
+def test_a_heartbeat_lists_its_processor_again_after_a_reaping_dropped_it(registry: ProcessorRegistry) -> None:
+    """A scheduler decided face-1 was dead (its entry had lapsed in a failover) and forgot its id just
+    after it registered again: its next heartbeat puts it back where routers and schedulers look."""
+    registry.register(face(), ttl_s=30)
+    registry.forget(["face-1"])
+    assert registry.list() == []
+    assert registry.heartbeat("face-1", ttl_s=30, processed=1)
+    assert [info.processor_id for info in registry.list()] == ["face-1"]
+
+
+def test_a_partial_entry_is_ignored_not_a_traceback(registry: ProcessorRegistry, redis_client) -> None:
+    """A hash with stats and no identity (what a heartbeat on a lapsed entry wrote before it deleted
+    it again) is left out: a router reading it raised TypeError in the middle of a publish."""
+    registry.register(face("face-2"), ttl_s=30)
+    redis_client.hset("frameflow:processor:face-1", mapping={"heartbeat_at": "1", "processed": "3"})
+    redis_client.sadd(registry.index_key, "face-1")
+    assert [info.processor_id for info in registry.list()] == ["face-2"]
+    assert registry.get("face-1") is None
+
+
 def test_breaker_state_is_visible(registry: ProcessorRegistry) -> None:
     registry.register(face(), ttl_s=30)
     registry.update("face-1", breaker=BREAKER_OPEN)

@@ -104,6 +104,18 @@ def test_a_dead_processors_queue_written_to_while_reaped_is_read_again(
     producer.close()
 
 
+def test_a_processor_that_registers_again_while_it_is_reaped_stays_listed(
+    scheduler: PipelineScheduler, redis_client
+) -> None:
+    """Both processors' entries lapsed in a Redis failover; the scheduler listed them dead, and one
+    registered again before its (empty) queue was reaped: it must stay in the index, or routers
+    never see it again and park its capability's frames for ever."""
+    register_fake(redis_client, "back", ("face_detection",))
+    assert scheduler.reap("back") == 0  # the reaping of an id listed dead a moment ago
+    assert "back" in scheduler.registry.known_ids()
+    assert [info.processor_id for info in scheduler.registry.live_with("face_detection")] == ["back"]
+
+
 def test_stale_frames_of_a_dead_processor_are_counted_not_rerouted(scheduler, redis_url, redis_client) -> None:
     register_fake(redis_client, "gone", ("face_detection",))
     register_fake(redis_client, "peer", ("object_detection",))

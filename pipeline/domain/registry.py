@@ -31,9 +31,11 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from pipeline.domain.keys import (
     offered_capabilities_key,
@@ -52,6 +54,9 @@ _IGNORED: set[str] = set()
 
 #: A live entry whose last heartbeat is more than this many of its intervals old is stale.
 STALE_AFTER_INTERVALS = 1.5
+
+#: Refreshes an existing entry and nothing else (``scripts/heartbeat.lua``).
+HEARTBEAT_SCRIPT = (Path(__file__).parent / "scripts" / "heartbeat.lua").read_text()
 
 #: Breaker states as stored in the registry.
 BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN = "closed", "open", "half_open"
@@ -157,6 +162,7 @@ class ProcessorRegistry:
         self.index_key = processors_index_key(namespace)
         self.channel = registry_channel(namespace)
         self.version_key = registry_version_key(namespace)
+        self._heartbeat: Script | None = None
 
     def key(self, processor_id: str) -> str:
         return processor_key(self.namespace, processor_id)
@@ -183,17 +189,21 @@ class ProcessorRegistry:
     def heartbeat(self, processor_id: str, ttl_s: float, **stats: Any) -> bool:
         """Refresh liveness and stats; False when the entry had expired or was deregistered
         (the caller should register again)."""
-        key = self.key(processor_id)
         fields = {name: _field_text(value) for name, value in stats.items()}
         fields["heartbeat_at"] = str(time.time())
-        pipe = self.client.pipeline(transaction=True)
-        pipe.exists(key)
-        pipe.hset(key, mapping=fields)
-        pipe.pexpire(key, int(ttl_s * 1000))
-        existed, _, _ = pipe.execute()
-        if not existed:
-            self.client.delete(key)  # a heartbeat alone does not make a registration
-        return bool(existed)
+        pairs = [item for field in fields.items() for item in field]
+        if self._heartbeat is None:
+            self._heartbeat = self.client.register_script(HEARTBEAT_SCRIPT)
+        # One step (heartbeat.lua): a transaction that wrote the stats and then deleted them when the
+        # entry had lapsed let routers read a partial entry in between (or for good, when the delete failed).
+        if not self._heartbeat(keys=[self.key(processor_id)], args=[int(ttl_s * 1000), *pairs]):
+            return False
+        # Listed again, in case a scheduler reaping this id while its entry had lapsed (a Redis
+        # failover, a long pause) dropped it from the index after it registered again: unlisted,
+        # it would beat for ever unseen, and its capability's frames stay parked.
+        if self.client.sadd(self.index_key, processor_id):
+            self._changed(f"register {processor_id}")  # readers that kept the registry read it again
+        return True
 
     def update(self, processor_id: str, **fields: Any) -> None:
         """Change some fields (breaker state, draining) without touching liveness."""
@@ -232,7 +242,7 @@ class ProcessorRegistry:
 
     def get(self, processor_id: str) -> ProcessorInfo | None:
         raw = self.client.hgetall(self.key(processor_id))
-        return ProcessorInfo.from_fields(raw) if raw else None
+        return _parsed(processor_id, raw) if raw else None
 
     def known_ids(self) -> list[str]:
         return sorted(member.decode() for member in self.client.smembers(self.index_key))
@@ -247,8 +257,8 @@ class ProcessorRegistry:
         for processor_id, raw in zip(ids, pipe.execute(), strict=True):
             if not processor_allowed(processor_id, self.allowed):
                 _warn_ignored(processor_id)
-            elif raw:
-                found.append(ProcessorInfo.from_fields(raw))
+            elif raw and (info := _parsed(processor_id, raw)) is not None:
+                found.append(info)
             elif include_dead:
                 found.append(_dead(processor_id))
         return found
@@ -278,6 +288,18 @@ def _warn_ignored(processor_id: str) -> None:
             "(written to Redis without registering?).",
             processor_id,
         )
+
+
+def _parsed(processor_id: str, raw: Mapping[bytes, bytes]) -> ProcessorInfo | None:
+    """The entry as a :class:`ProcessorInfo`, or None (one WARNING per id) when it is not a whole one
+    (written by hand, or left by an old version's heartbeat): never a traceback in a router."""
+    try:
+        return ProcessorInfo.from_fields(raw)
+    except (TypeError, ValueError) as error:
+        if processor_id not in _IGNORED:
+            _IGNORED.add(processor_id)
+            logger.warning("Ignoring the malformed registry entry of %r: %s", processor_id, error)
+        return None
 
 
 def _field_text(value: Any) -> str:

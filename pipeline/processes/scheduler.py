@@ -216,7 +216,8 @@ class PipelineScheduler:
                 return rerouted
             rerouted += moved
             if self.broker.scripts["delete_if_drained"](keys=[keys.stream, keys.delayed]):
-                self.registry.forget([processor_id])
+                if self.registry.get(processor_id) is None:  # not registered again meanwhile
+                    self.registry.forget([processor_id])
                 break
         else:
             logger.warning("The queue of dead processor %s is still being written to; next tick.", processor_id)

@@ -21,6 +21,14 @@ the ack transaction, the router's pipeline) go through :class:`DirectRedis`:
   one attempt within it, so a Redis that is down fails a call after the
   policy's backoff (about 5 s), not that many times over (redis-py's connect
   retries on its own, and nested in the round trip's retry a publish waited 35 s);
+* a round trip waits :data:`READ_TIMEOUT_S` for its replies (the client's ``socket_timeout`` when it
+  sets one), plus the time its commands ask Redis to block (``XREADGROUP ... BLOCK``, ``WAIT``): a
+  Redis that stops answering without closing its connections (a paused or partitioned primary)
+  fails the round trip, which the retry policy sends again on a new connection, to the promoted
+  replica once the sentinels name it, instead of waiting until that server wakes up;
+* a Sentinel-managed connection whose server is no longer the master the client last learned of
+  (another of the client's connections found the promoted replica) is closed before it is used,
+  so an idle connection never writes to a demoted primary that came back;
 * error replies in a batch are returned as :class:`~redis.exceptions.ResponseError`
   values, in order, as ``pipeline.execute(raise_on_error=False)`` returns them; a
   ``NOSCRIPT`` reply to an ``EVALSHA`` loads the script and runs that command again (and a
@@ -60,6 +68,14 @@ from . import forks
 from .connection import TRANSIENT_ERRORS
 
 Command = Sequence[Any]
+
+#: How long a round trip waits for its replies when the client sets no ``socket_timeout``, beyond
+#: the time its commands ask Redis to block (see the module docstring).
+READ_TIMEOUT_S = 5.0
+
+#: Commands that may keep Redis from answering for a while, and where their time (ms) is: the
+#: argument after ``BLOCK``, or the one at that position.
+_BLOCKING: dict[str, str | int] = {"XREADGROUP": "BLOCK", "XREAD": "BLOCK", "WAIT": 2, "WAITAOF": 3}
 
 
 @dataclasses.dataclass
@@ -101,6 +117,8 @@ class DirectRedis(RoundTrips):
         pool = client.connection_pool
         self._connection_class = pool.connection_class
         self._connection_kwargs = dict(pool.connection_kwargs)
+        self._read_timeout: float = self._connection_kwargs.get("socket_timeout") or READ_TIMEOUT_S
+        self._connection_kwargs["socket_timeout"] = self._read_timeout
         self._idle: list[Any] = []
         self._generation = forks.generation()
         #: The client's retry policy, taken from its first connection (which gets :data:`_ONE_ATTEMPT`).
@@ -142,6 +160,8 @@ class DirectRedis(RoundTrips):
         connection, commands = flight.connection, flight.commands
         assert self._retry is not None
         first = True
+        blocked_s = _blocking_s(commands)
+        timeout = self._read_timeout + blocked_s if blocked_s else None  # None: the socket's own
 
         def attempt() -> list[Any]:
             """The first attempt is the write :meth:`send` made; a retry runs the whole round trip again."""
@@ -150,8 +170,8 @@ class DirectRedis(RoundTrips):
                 first = False
                 if flight.error is not None:
                     raise flight.error
-                return self._read(connection, len(commands))
-            return self._round_trip(connection, flight.packed, len(commands))
+                return self._read(connection, len(commands), timeout)
+            return self._round_trip(connection, flight.packed, len(commands), timeout)
 
         try:
             replies = self._retry.call_with_retry(attempt, lambda _error: connection.disconnect())
@@ -192,9 +212,9 @@ class DirectRedis(RoundTrips):
         return connection.pack_commands(commands)
 
     @classmethod
-    def _round_trip(cls, connection: Any, packed: list[bytes], count: int) -> list[Any]:
+    def _round_trip(cls, connection: Any, packed: list[bytes], count: int, timeout: float | None = None) -> list[Any]:
         cls._write(connection, packed)
-        return cls._read(connection, count)
+        return cls._read(connection, count, timeout)
 
     @staticmethod
     def _write(connection: Any, packed: list[bytes]) -> None:
@@ -203,9 +223,10 @@ class DirectRedis(RoundTrips):
         connection.send_packed_command(packed)
 
     @staticmethod
-    def _read(connection: Any, count: int) -> list[Any]:
+    def _read(connection: Any, count: int, timeout: float | None = None) -> list[Any]:
         replies: list[Any] = []
         parser = _buffered_replies(connection)
+        read = {} if timeout is None else {"timeout": timeout}
         for _ in range(count):
             if replies and parser is not None:  # the rest of a batch mostly came with its first reply
                 reply = _checked(parser, parser._reader.gets())
@@ -213,7 +234,7 @@ class DirectRedis(RoundTrips):
                     replies.append(reply)
                     continue
             try:
-                replies.append(connection.read_response())
+                replies.append(connection.read_response(**read))
             except ResponseError as error:  # an error reply, read whole: the connection is still in step
                 replies.append(error)
         return replies
@@ -222,13 +243,16 @@ class DirectRedis(RoundTrips):
         if self._generation != forks.generation():
             self._idle, self._generation = [], forks.generation()  # a forked child: those sockets are the parent's
         try:
-            return self._idle.pop()
+            connection = self._idle.pop()
         except IndexError:
             connection = self._connection_class(**self._connection_kwargs)
             if self._retry is None:
                 self._retry = connection.retry  # the client's policy, its retryable errors included
             connection.retry = Retry(NoBackoff(), 0)  # see the module docstring: the round trip retries
             return connection
+        if _left_behind(connection):
+            connection.disconnect()  # the next round trip connects to the master the sentinels name now
+        return connection
 
     def _give_back(self, connection: Any) -> None:
         if self._generation == forks.generation():
@@ -239,6 +263,36 @@ def trailing_wait(commands: Sequence[Command]) -> list[int]:
     """The position of the ``WAIT`` that ends ``commands`` (:mod:`pipeline.streams.durability`), if one does."""
     last = commands[-1][0] if commands else b""
     return [len(commands) - 1] if (last.decode() if isinstance(last, bytes) else str(last)).upper() == "WAIT" else []
+
+
+def _blocking_s(commands: Sequence[Command]) -> float:
+    """The seconds ``commands`` may ask Redis to block, all told (0 for most batches)."""
+    total_ms = 0
+    for command in commands:
+        where = _BLOCKING.get(command[0]) if isinstance(command[0], str) else None
+        if where is None:
+            continue
+        if isinstance(where, str):
+            names = [item.upper() if isinstance(item, str) else item for item in command]
+            position = names.index(where) + 1 if where in names else None
+        else:
+            position = where
+        if position is not None and position < len(command):
+            total_ms += int(command[position])
+    return total_ms / 1000
+
+
+def _left_behind(connection: Any) -> bool:
+    """Whether ``connection`` is open to a server that its Sentinel pool no longer names as the
+    master (``master_address`` is what the last connect of any of the client's connections learned)."""
+    pool = getattr(connection, "connection_pool", None)
+    master = getattr(pool, "master_address", None)
+    return (
+        master is not None
+        and getattr(pool, "is_master", False)
+        and connection._sock is not None
+        and (connection.host, connection.port) != tuple(master)
+    )
 
 
 def _buffered_replies(connection: Any) -> Any:

@@ -1,0 +1,226 @@
+"""Redis failovers with real processes: frameflow follows the promoted replica without a restart.
+
+Each test runs a scheduler, two echo processors (:mod:`tests.echo_processor`) and a camera
+publishing 100 frames a second (:class:`tests.chaos.Camera`) against a Redis with replicas
+(:mod:`tests.cluster`), then takes the primary away mid-run. The figures (accepted,
+processed, duplicated, dropped, unreplicated, lost) are printed (``pytest -s``) and appended
+to ``FRAMEFLOW_FAULT_REPORT``.
+
+What may be lost: replication is asynchronous, so frames the primary accepted and never
+sent to its replica die with it. The tests read the replica the instant its primary goes
+silent (:func:`tests.failover_harness.read_replica_cut_off`) and assert that every lost
+frame is one of those, and that every frame the promoted replica received, or that was
+accepted after the failover, is processed.
+
+``camera_options`` is where a durable variant passes its producer options
+(``durability=...``) and asserts ``lost == 0``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from pipeline.streams.connection import connect
+from tests.chaos import Camera, Fleet, account, results_per_frame, wait_registered
+from tests.cluster import LocalCluster, cluster_server_binary
+from tests.failover_harness import (
+    assert_all_alive,
+    conclude,
+    frames_held,
+    lost_frames,
+    pause,
+    read_replica_cut_off,
+    replication,
+    resume,
+)
+from tests.polling import wait_until
+from tests.sentinel import LocalSentinel
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+LEASE_MS = 1000
+PROCESSORS = ("echo-a", "echo-b")
+
+#: Sentinel timings: a master silent for a second is down; a stalled failover is retried after 3 s.
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 3000
+
+#: The camera's images: a few bytes, or 100 kB (a lagging replica's backlog then outgrows the socket buffers).
+SMALL_IMAGE = b"\xff\xd8small\xff\xd9"
+LARGE_IMAGE = b"\xff\xd8" + bytes(100_000) + b"\xff\xd9"
+
+#: Cluster timing: a master silent for a second is failing; its replica then takes over.
+NODE_TIMEOUT_MS = 1000
+
+#: Frames the camera must get accepted after the failover before it stops.
+AFTER_FAILOVER = 100
+
+
+def server_binary() -> str:
+    binary = cluster_server_binary()
+    if binary is None:
+        pytest.fail(
+            "the failover tests need redis-server 7 (apt-get install redis-server, or set FRAMEFLOW_REDIS_SERVER)"
+        )
+    return binary
+
+
+@pytest.fixture
+def sentinel() -> Iterator[LocalSentinel]:
+    with LocalSentinel(
+        server_binary(),
+        replicas=1,
+        sentinels=3,
+        down_after_ms=DOWN_AFTER_MS,
+        failover_timeout_ms=FAILOVER_TIMEOUT_MS,
+    ) as sentinel:
+        yield sentinel
+
+
+def wait_promoted(sentinel: LocalSentinel) -> None:
+    port = sentinel.replicas[0].port
+    wait_until(lambda: sentinel.master_port() == port, 30, "the sentinels to promote the replica")
+
+
+class Run:
+    """The processes of one failover test on ``url``, started against ``primary``."""
+
+    def __init__(self, url: str, primary: redis.Redis, log_dir: Path, **camera_options: Any) -> None:
+        self.fleet = Fleet(url, log_dir, lease_ms=LEASE_MS)
+        self.workers = [self.fleet.echo(processor_id) for processor_id in PROCESSORS]
+        self.scheduler = self.fleet.scheduler()
+        for processor_id, process in zip(PROCESSORS, self.workers, strict=True):
+            wait_registered(primary, processor_id, process)
+        self.camera = Camera(url, frames=100_000, interval_s=0.01, **camera_options)
+        self.camera.start()
+        wait_until(lambda: len(results_per_frame(primary)) >= 100, 30, "the first 100 results")
+
+    def accepted_after(self, count: int) -> None:
+        """Let the camera go on until ``count`` more frames were accepted, then stop it."""
+        before = len(self.camera.owed())
+        wait_until(lambda: len(self.camera.owed()) >= before + count, 60, f"{count} frames accepted after the fault")
+        self.camera.finish()
+
+    def wait_processed(self, client: redis.Redis, owed: set[str]) -> None:
+        wait_until(lambda: not lost_frames(owed, client), 60, lambda: f"{len(lost_frames(owed, client))} owed frames")
+
+    def stop(self) -> None:
+        self.camera.finish()
+        self.fleet.stop_all()
+
+
+@pytest.mark.parametrize("lagging", [False, True], ids=["replica-in-step", "replica-lagging"])
+def test_sentinel_primary_sigkill_loses_only_frames_the_replica_never_received(sentinel, tmp_path, lagging) -> None:
+    old = sentinel.server_client(sentinel.master)
+    replica = sentinel.server_client(sentinel.replicas[0])
+    # Lagging: frames of 100 kB, so that what the primary accepts while its replica does not read fills
+    # the sockets' buffers and waits in the primary's own, which dies with it.
+    run = Run(sentinel.url(), old, tmp_path, image=LARGE_IMAGE if lagging else SMALL_IMAGE)
+    try:
+        if lagging:
+            # The replica stops reading for a moment (less than the sentinels' down-after time, so it
+            # stays eligible for the promotion).
+            pause(sentinel.replicas[0])
+            paused_at = len(run.camera.owed())
+            wait_until(lambda: len(run.camera.owed()) >= paused_at + 50, 10, "frames accepted while the replica lags")
+        sentinel.master.kill()
+        resume(sentinel.replicas[0])
+        held = read_replica_cut_off(replica, killed=True)
+        offset_at_kill = replication(replica).get("slave_repl_offset")
+        accepted_before = set(run.camera.owed())
+        unreplicated = accepted_before - held
+        wait_promoted(sentinel)
+        run.accepted_after(AFTER_FAILOVER)
+        owed = set(run.camera.owed())
+        run.wait_processed(replica, owed - unreplicated)
+        fault = "Sentinel: primary SIGKILL" + (" while its replica lags" if lagging else "")
+        figures = account(fault, owed, replica, refused=len(run.camera.refused))
+        conclude(figures, owed, unreplicated, replica, replica_offset_at_kill=offset_at_kill)
+        assert_all_alive([*run.workers, run.scheduler])
+    finally:
+        run.stop()
+        old.close()
+        replica.close()
+
+
+def test_sentinel_partitioned_primary_takes_no_write_after_it_comes_back(sentinel, tmp_path) -> None:
+    old = sentinel.server_client(sentinel.master)
+    replica = sentinel.server_client(sentinel.replicas[0])
+    run = Run(sentinel.url(), old, tmp_path)
+    try:
+        pause(sentinel.master)
+        held = read_replica_cut_off(replica, killed=False)
+        unreplicated = set(run.camera.owed()) - held
+        wait_promoted(sentinel)
+        promoted_at = len(run.camera.owed())
+        wait_until(lambda: len(run.camera.owed()) >= promoted_at + 50, 30, "the promoted replica to accept frames")
+        # The partition outlasts the failover timeout (a length, not a synchronisation).
+        time.sleep(FAILOVER_TIMEOUT_MS / 1000)
+        resume(sentinel.master)
+        # While the sentinels have not yet turned it into a replica, it is a master again: read what it holds.
+        seen_there: set[str] = set()
+
+        def demoted() -> bool:
+            if replication(old)["role"] == "master":
+                seen_there.update(frames_held(old))
+                return False
+            state = replication(old)
+            return state.get("master_port") == sentinel.replicas[0].port and state.get("master_link_status") == "up"
+
+        wait_until(demoted, 60, "the old primary to become the promoted replica's replica", 0.05)
+        run.accepted_after(AFTER_FAILOVER)
+        owed = set(run.camera.owed())
+        run.wait_processed(replica, owed - unreplicated)
+        fault = "Sentinel: primary partitioned (SIGSTOP), then back"
+        figures = account(fault, owed, replica, refused=len(run.camera.refused))
+        took_after = seen_there - held
+        conclude(figures, owed, unreplicated, replica, frames_the_old_primary_held_after_it_came_back=len(took_after))
+        # Nothing frameflow wrote lives only on the old primary: every accepted frame it held is processed.
+        assert (took_after & owed) - set(results_per_frame(replica)) <= unreplicated
+        assert_all_alive([*run.workers, run.scheduler])
+    finally:
+        resume(sentinel.master)
+        run.stop()
+        old.close()
+        replica.close()
+
+
+@pytest.fixture
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(server_binary(), replicas=1, node_timeout_ms=NODE_TIMEOUT_MS) as cluster:
+        yield cluster
+
+
+def test_cluster_master_sigkill_loses_only_frames_its_replica_never_received(cluster, tmp_path) -> None:
+    client = connect(cluster.url)
+    run = Run(cluster.url, client, tmp_path)  # type: ignore[arg-type]
+    # The master of echo-a's queue dies; the results and echo-b's queue may live there too.
+    victim = cluster.owner_of(key_slot(b"frames:ready:echo-a"))
+    survivors = [cluster.client_of(node) for index, node in enumerate(cluster.nodes) if index != victim]
+    replica = cluster.client_of(cluster.replicas[victim][0], single_connection=True)
+    replica.execute_command("READONLY")  # a cluster replica answers reads only on such a connection
+    try:
+        cluster.nodes[victim].kill()
+        held = read_replica_cut_off(replica, killed=True)
+        held |= {frame_id for survivor in survivors for frame_id in frames_held(survivor)}
+        unreplicated = set(run.camera.owed()) - held
+        wait_until(lambda: replication(replica)["role"] == "master", 30, "the replica to take over its master's slots")
+        run.accepted_after(AFTER_FAILOVER)
+        owed = set(run.camera.owed())
+        run.wait_processed(client, owed - unreplicated)  # type: ignore[arg-type]
+        figures = account("Cluster: a master SIGKILL", owed, client, refused=len(run.camera.refused))  # type: ignore[arg-type]
+        conclude(figures, owed, unreplicated, client)  # type: ignore[arg-type]
+        assert_all_alive([*run.workers, run.scheduler])
+    finally:
+        run.stop()
+        for survivor in survivors:
+            survivor.close()
+        replica.close()
+        client.close()
