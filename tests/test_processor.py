@@ -119,12 +119,21 @@ def test_stale_frames_are_skipped_and_counted(
     assert drops(redis_client, "face-1") == {"stale": 1}
 
 
+@pytest.mark.parametrize(
+    ("queue_bound", "overflow", "held"), [(0, "drop_oldest", 4), (100, "reject_newest", 4), (100, "drop_oldest", 2)]
+)
 def test_a_processor_runs_capacity_frames_and_holds_the_next_one_for_each_slot(
-    redis_url: str, redis_client: redis.Redis, producer: FrameProducer
+    redis_url: str, redis_client: redis.Redis, producer: FrameProducer, queue_bound: int, overflow: str, held: int
 ) -> None:
     """Prefetch: each slot's next frame is read ahead (a finished thread starts it without waiting
-    for Redis); the rest stay in the queue."""
-    processor = RecordingProcessor("face-9", ["face_detection"], redis_url, capacity=2)
+    for Redis), except behind a ``drop_oldest`` bound, where a waiting frame must stay within the
+    bound's reach (a fresher one replaces it); the rest stay in the queue."""
+
+    class Bounded(RecordingProcessor):
+        pass
+
+    Bounded.queue_bound, Bounded.overflow = queue_bound, overflow
+    processor = Bounded("face-9", ["face_detection"], redis_url, capacity=2)
     stream = queue_keys("frameflow", "frames.ready.face-9").stream
     processor.gate.clear()
     with running(processor, redis_client):
@@ -132,11 +141,12 @@ def test_a_processor_runs_capacity_frames_and_holds_the_next_one_for_each_slot(
             publish(producer, ["face_detection"])
         wait_for(lambda: processor.calls == 2, what="two frames to start")
         wait_for(
-            lambda: pending_count(redis_client, stream) == 4,
-            what="the processor to hold its two running frames and two more",
+            lambda: pending_count(redis_client, stream) == held,
+            what=f"the processor to hold its two running frames and {held - 2} more",
         )
         assert processor.calls == 2
-        assert redis_client.xlen(stream) == 8, "nothing acked: the four others wait in Redis, undelivered"
+        assert processor._worker is not None and processor._worker.queue_prefetch == held  # and no more later
+        assert redis_client.xlen(stream) == 8, "nothing acked: the others wait in Redis, undelivered"
         processor.gate.set()
         wait_for(lambda: processor.stats.processed == 8, what="every frame to be processed")
     assert pending_count(redis_client, stream) == 0

@@ -28,7 +28,7 @@ from pipeline.errors import ConfigurationRefused, FrameflowError, ResultRefused
 
 from .heartbeat import Heartbeat
 from .processor_stats import ProcessorStats
-from .slots import PREFETCH_PER_SLOT, ProcessingSlots
+from .slots import ProcessingSlots, prefetch_for
 
 if TYPE_CHECKING:
     from pipeline.streams.broker import RedisStreamsBroker
@@ -194,7 +194,7 @@ class OriginalClientApi:
         self.capacity, self.capabilities = capacity, capabilities
         self._slots.resize(capacity)
         if self._owns_worker and self._worker is not None:
-            fit_worker(self._worker, self.queue_name, capacity)
+            fit_worker(self._worker, self.queue_name, capacity, prefetch_for(capacity, self.queue_bound, self.overflow))
         await asyncio.get_running_loop().run_in_executor(None, self._publish_configuration)
         logger.info("Processor %s now has capacity %d, capabilities %s.", self.processor_id, capacity, capabilities)
 
@@ -252,15 +252,15 @@ def _checked(changes: Mapping[str, Any], capacity: int, capabilities: list[str])
     return new_capacity, list(dict.fromkeys(new_capabilities))
 
 
-def fit_worker(worker: dramatiq.Worker, queue_name: str, capacity: int) -> None:
-    """Let a worker ``ProcessorClient.start()`` made hold and run ``capacity`` frames.
+def fit_worker(worker: dramatiq.Worker, queue_name: str, capacity: int, prefetch: int) -> None:
+    """Let a worker ``ProcessorClient.start()`` made run ``capacity`` frames and hold ``prefetch``
+    (:func:`~.slots.prefetch_for`).
 
-    Its consumer prefetches :data:`~.slots.PREFETCH_PER_SLOT` frames per slot (a finished thread
-    starts its next frame without waiting for Redis; the rest stay in Redis for a less busy peer);
+    Its consumer prefetches a frame or two per slot (a finished thread may start its next frame
+    without waiting for Redis; the rest stay in Redis for a less busy peer);
     worker threads are added when it grows (Dramatiq has no public call for that; a thread
     beyond a smaller capacity just waits for a prefetched frame, the slots bound the rest).
     """
-    prefetch = PREFETCH_PER_SLOT * max(1, capacity)
     worker.queue_prefetch = prefetch
     consumer_thread = worker.consumers.get(queue_name)
     if consumer_thread is not None:

@@ -67,7 +67,7 @@ from .presence import RegistryPresence
 from .processor_health import HealthReporting
 from .processor_stats import ProcessorStats
 from .redis_wait import wait_for_redis
-from .slots import PREFETCH_PER_SLOT, ProcessingSlots
+from .slots import ProcessingSlots, prefetch_for
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +252,8 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
             self._worker = dramatiq.Worker(
                 broker, queues={self.queue_name}, worker_threads=self.capacity, worker_timeout=500
             )
-            # Hold two frames per slot, no more: the rest stay in Redis for a less busy peer.
-            self._worker.queue_prefetch = PREFETCH_PER_SLOT * self.capacity
+            # Hold a frame or two per slot, no more: the rest stay in Redis for a less busy peer.
+            self._worker.queue_prefetch = prefetch_for(self.capacity, self.queue_bound, self.overflow)
             self._owns_worker = True
             broker.emit_after("process_boot")
             self._worker.start()

@@ -7,9 +7,12 @@ is a counting bound whose size can be changed at any time. Growing it lets waiti
 frames start at once; shrinking it lets the frames already running finish and
 starts no new one until fewer than the new bound are in flight.
 
-A processor's consumer holds :data:`PREFETCH_PER_SLOT` frames per slot: one running and
-one waiting in this process, so that a thread that finishes starts its next frame at once
-instead of after a round trip to Redis (Dramatiq's own workers prefetch twice their threads).
+A processor's consumer holds :data:`PREFETCH_PER_SLOT` frames per slot when its queue drops
+nothing for a waiting frame (unbounded, or ``reject_newest``): one running and one waiting in
+this process, so that a thread that finishes starts its next frame at once instead of after a
+round trip to Redis (Dramatiq's own workers prefetch twice their threads). With ``drop_oldest``
+(the default) it holds one per slot: a frame read ahead could no longer be replaced by a fresher
+one, so a slow processor would work on a frame one processing time older than the newest.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ from types import TracebackType
 
 #: Frames a processor's consumer holds per slot (``capacity``): running, and next in line.
 PREFETCH_PER_SLOT = 2
+
+
+def prefetch_for(capacity: int, queue_bound: int, overflow: str) -> int:
+    """How many frames a processor's consumer holds: :data:`PREFETCH_PER_SLOT` per slot, or one per slot
+    where the queue's bound drops the oldest waiting frame (a frame read ahead is out of its reach)."""
+    per_slot = 1 if queue_bound > 0 and overflow == "drop_oldest" else PREFETCH_PER_SLOT
+    return per_slot * max(1, capacity)
 
 
 class ProcessingSlots:
