@@ -12,8 +12,11 @@ silent (:func:`tests.failover_harness.read_replica_cut_off`) and assert that eve
 frame is one of those, and that every frame the promoted replica received, or that was
 accepted after the failover, is processed.
 
-``camera_options`` is where a durable variant passes its producer options
-(``durability=...``) and asserts ``lost == 0``.
+The durable variants run the camera and the processors with ``durability="replicated"``
+(:data:`DURABLE`): a publish no replica confirmed raises ``NotReplicated`` and is counted as
+*not replicated*, never as accepted, and they assert ``lost == 0`` among accepted frames. The
+replica lags before the kill (:func:`tests.failover_harness.lag_replica`), and the killed
+server comes back as the promoted one's replica, since durable writes need one.
 """
 
 from __future__ import annotations
@@ -255,7 +258,6 @@ class ClusterFault:
     (read on a ``READONLY`` connection) and the other masters, on ``cluster``."""
 
     def __init__(self, cluster: LocalCluster) -> None:
-        self.cluster = cluster
         self.victim = cluster.owner_of(key_slot(b"frames:ready:echo-a"))
         self.master = cluster.nodes[self.victim]
         self.replica_server = cluster.replicas[self.victim][0]
