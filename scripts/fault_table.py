@@ -28,8 +28,11 @@ def dropped_cell(dropped: dict[str, int]) -> str:
 
 
 def accepted_cell(figures: dict) -> str:
-    refused = figures.get("refused", 0)
-    return f"{figures['accepted']} ({refused} refused while Redis was down)" if refused else str(figures["accepted"])
+    """The accepted frames, with the publishes that raised: Redis away, or (durable) no replica confirmed."""
+    refusals = [(figures.get("refused", 0), "refused while Redis was down")]
+    refusals.append((figures.get("not_replicated", 0), "refused as not replicated"))
+    said = "; ".join(f"{count} {reason}" for count, reason in refusals if count)
+    return f"{figures['accepted']} ({said})" if said else str(figures["accepted"])
 
 
 def render(lines: list[str]) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from pipeline import FrameProducer, ProcessorRegistry
+from pipeline import FrameProducer, NotReplicated, ProcessorRegistry
 from tests.polling import wait_until
 from tests.processes import WorkerProcess, worker_env
 
@@ -54,6 +54,8 @@ class FaultFigures:
     dropped: dict[str, int]
     lost: int
     refused: int = 0  #: publishes that raised (Redis away): never accepted, so never owed
+    #: durable publishes that raised ``NotReplicated`` (no replica confirmed them): the caller knows, never owed
+    not_replicated: int = 0
     #: accepted frames a failover's promoted replica never received (asynchronous replication's loss)
     unreplicated: int = 0
 
@@ -80,7 +82,13 @@ def drop_counts(client: redis.Redis, namespace: str = "frameflow") -> dict[str, 
 
 
 def account(
-    fault: str, accepted: Iterable[str], client: redis.Redis, *, refused: int = 0, stream: str = RESULT_STREAM
+    fault: str,
+    accepted: Iterable[str],
+    client: redis.Redis,
+    *,
+    refused: int = 0,
+    not_replicated: int = 0,
+    stream: str = RESULT_STREAM,
 ) -> FaultFigures:
     """The figures of ``fault`` from the accepted frame ids and what Redis holds now."""
     accepted = set(accepted)
@@ -95,6 +103,7 @@ def account(
         dropped=dropped,
         lost=max(0, len(accepted) - len(processed) - sum(dropped.values())),
         refused=refused,
+        not_replicated=not_replicated,
     )
 
 
@@ -172,7 +181,9 @@ class Camera(threading.Thread):
     A frame is *accepted* when ``publish`` returned: routed to a processor, or parked
     until one registers (Redis holds it either way, so it is owed). A publish that
     raised (Redis away) is *refused* and counted, never retried: the camera moves on to
-    its next frame, as a live camera does.
+    its next frame, as a live camera does. A durable publish (``durability="replicated"``)
+    that raised :class:`~pipeline.NotReplicated` is counted apart, as *not replicated*: it is
+    on the primary only and its caller was told so; it is not owed either.
     """
 
     def __init__(
@@ -193,6 +204,7 @@ class Camera(threading.Thread):
         self.accepted: list[str] = []
         self.parked: list[str] = []
         self.refused: list[str] = []
+        self.not_replicated = 0
         self.done = threading.Event()
         self._stopping = threading.Event()
 
@@ -201,6 +213,9 @@ class Camera(threading.Thread):
             decision = self.producer.publish(
                 camera_id="cam-chaos", image=self.image, capabilities=[CAPABILITY], width=4, height=4
             )
+        except NotReplicated:
+            self.not_replicated += 1
+            return
         except redis.RedisError as error:
             self.refused.append(type(error).__name__)
             return
@@ -217,7 +232,7 @@ class Camera(threading.Thread):
             self.done.set()
 
     def sent(self) -> int:
-        return len(self.accepted) + len(self.parked) + len(self.refused)
+        return len(self.accepted) + len(self.parked) + len(self.refused) + self.not_replicated
 
     def owed(self) -> list[str]:
         """The frames ``publish`` accepted: every one must be processed (or dropped with a reason)."""

@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterable
+from functools import partial
 
 import redis
 
 from pipeline.errors import MalformedEntry
 from pipeline.streams.wire import decode_entry
-from tests.chaos import RESULT_STREAM, FaultFigures, results_per_frame
+from tests.chaos import RESULT_STREAM, Camera, FaultFigures, results_per_frame
+from tests.cluster import replicas_in_step
 from tests.polling import holds_for, wait_until
 from tests.processes import WorkerProcess
 
@@ -67,6 +69,35 @@ def read_replica_cut_off(replica: redis.Redis, *, killed: bool) -> set[str]:
     return held
 
 
+def unsent_to_replicas(primary: redis.Redis) -> int:
+    """Bytes ``primary`` holds in its own memory for its replicas (their output buffers): written
+    to it, not yet to the sockets, so a kill loses them."""
+    return sum(int(client["omem"]) for client in primary.client_list(_type="replica"))
+
+
+#: What a lagging replica leaves in its primary's memory: ten frames of 100 kB (a moment's output is
+#: held there between two writes to the socket even when the replica keeps up).
+LAG_BYTES = 1_000_000
+
+
+def lag_replica(replica: object, primary: redis.Redis, camera: Camera, *, refusals: int = 2) -> None:
+    """Pause ``replica`` (SIGSTOP) until ``primary`` holds :data:`LAG_BYTES` of writes for it in its own
+    memory (what a kill then loses), or until the camera had ``refusals`` publishes refused as not
+    replicated (a durable camera waits for the replica, so it writes little meanwhile); it stays paused."""
+    pause(replica)
+    wait_until(
+        lambda: unsent_to_replicas(primary) >= LAG_BYTES or camera.not_replicated >= refusals,
+        20,
+        "the primary to hold writes its paused replica has not read",
+        0.02,
+    )
+
+
+def wait_replicated(master: redis.Redis) -> None:
+    """Wait until ``master`` has a replica in step (``WAIT 1``): durable writes can be confirmed again."""
+    wait_until(partial(replicas_in_step, master, 1), 60, "the new master to have a replica in step", 0.1)
+
+
 def pause(server: object) -> None:
     """SIGSTOP a server (a network partition as its clients see it: connections open, no answers)."""
     os.kill(_pid(server), signal.SIGSTOP)
@@ -94,13 +125,16 @@ def assert_all_alive(processes: Iterable[WorkerProcess]) -> None:
         assert process.alive(), f"{process!r} died:\n{process.log_tail()}"
 
 
-COLUMNS = ("fault", "accepted", "refused", "processed", "duplicated", "dropped", "unreplicated", "lost")
+COLUMNS = (
+    "fault", "accepted", "refused", "not replicated", "processed", "duplicated", "dropped", "unreplicated", "lost",
+)  # fmt: skip
 
 
 def print_table(figures: FaultFigures, **notes: object) -> None:
     """Print the fault's figures as a table (``pytest -s``) and record them (``FRAMEFLOW_FAULT_REPORT``)."""
     dropped = sum(figures.dropped.values())
-    values = (figures.fault, figures.accepted, figures.refused, figures.processed, figures.duplicated, dropped)
+    values = (figures.fault, figures.accepted, figures.refused, figures.not_replicated, figures.processed)
+    values += (figures.duplicated, dropped)
     cells = [str(value) for value in (*values, figures.unreplicated, figures.lost)]
     widths = [max(len(name), len(cell)) for name, cell in zip(COLUMNS, cells, strict=True)]
     print()
@@ -127,3 +161,13 @@ def conclude(
     print_table(figures, **notes)
     assert lost <= unreplicated, f"frames the promoted replica received were lost: {sorted(lost - unreplicated)}"
     assert set(figures.dropped) <= {"image_expired"}, figures
+
+
+def conclude_durable(
+    figures: FaultFigures, owed: set[str], unreplicated: set[str], client: redis.Redis, **notes: object
+) -> None:
+    """:func:`conclude`, then the promise of durable writes: every accepted frame reached the replica
+    (a publish no replica confirmed raised ``NotReplicated`` instead), so none is lost."""
+    conclude(figures, owed, unreplicated, client, **notes)
+    assert figures.lost == 0, f"{figures.lost} accepted frame(s) lost: {figures}"
+    assert not unreplicated, f"{len(unreplicated)} accepted frame(s) never reached the replica: {figures}"
