@@ -38,7 +38,7 @@ up: $(RUN_STAMP)
 demo: $(RUN_STAMP)
 	$(VENV)/bin/frameflow demo
 
-## test: lint (ruff check, ruff format --check), the whole test suite (the MQTT bridge's on Debian's mosquitto, installed if missing:
+## test: lint (ruff check, ruff format --check), the whole test suite and the table of what each fault test cost (the MQTT bridge's on Debian's mosquitto, installed if missing:
 ##       scripts/ensure-mosquitto; the cameras' on GStreamer's RTSP server: scripts/ensure-gstreamer; the dashboard's in Debian's chromium: scripts/ensure-chromium), then Dramatiq's own suite against our broker, then the
 ##       broker and routing tests again on Debian's Redis 7 (installed if missing: scripts/ensure-redis-server)
 ##       and on a 3-master Redis Cluster of it
@@ -49,7 +49,10 @@ test: $(TEST_STAMP)
 	scripts/ensure-mosquitto >/dev/null
 	scripts/ensure-gstreamer >/dev/null
 	scripts/ensure-chromium >/dev/null
-	$(VENV)/bin/python -m pytest
+	rm -f $(VENV)/faults.jsonl
+	FRAMEFLOW_FAULT_REPORT=$(abspath $(VENV))/faults.jsonl $(VENV)/bin/python -m pytest
+	@echo "What each fault cost (tests/test_chaos.py, test_failover.py, test_soak.py; README: Reliability, Failover)"
+	$(VENV)/bin/python scripts/fault_table.py $(VENV)/faults.jsonl
 	$(VENV)/bin/python scripts/dramatiq_suite.py
 	@echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"
 	FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) $(VENV)/bin/python -m pytest -q \
