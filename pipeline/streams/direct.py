@@ -140,6 +140,8 @@ class DirectRedis(RoundTrips):
             try:
                 self._write(connection, packed)
             except Exception as error:  # the retry policy decides: _finish raises it in its first attempt
+                if isinstance(error, TRANSIENT_ERRORS):
+                    connection.disconnect()  # as send() does: never reused half-written
                 return self._finish(connection, commands, packed, scripts, error)
             return self._finish(connection, commands, packed, scripts)
         finally:
