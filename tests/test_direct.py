@@ -6,10 +6,14 @@ import os
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.retry import Retry
 
 from pipeline.streams.connection import connect
 from pipeline.streams.direct import DirectRedis
+from pipeline.streams.embedded import free_port
 
 
 @pytest.fixture
@@ -59,6 +63,28 @@ def test_a_dropped_connection_is_reconnected_and_the_command_retried(direct: Dir
         if client.get("cmd") == "ping":
             redis_client.client_kill_filter(_id=client["id"])
     assert direct.execute("INCR", "after") == 1
+
+
+def test_a_round_trip_that_keeps_failing_is_tried_as_often_as_the_retry_policy_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A send's first attempt runs outside the policy; the policy still counts it as its first.
+    client = redis.Redis(host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 2))
+    direct = DirectRedis(client)
+    writes = []
+    write = DirectRedis._write
+
+    def counted(connection, packed: list[bytes]) -> None:
+        writes.append(packed)
+        write(connection, packed)
+
+    monkeypatch.setattr(DirectRedis, "_write", staticmethod(counted))
+    with pytest.raises(RedisConnectionError):
+        direct.execute("XADD", "s", "*", "f", "v")
+    assert len(writes) == 3  # the first attempt and the policy's 2 retries
+    with pytest.raises(RedisConnectionError):
+        direct.receive(direct.send([("PING",)]))
+    assert len(writes) == 6
 
 
 def test_each_concurrent_caller_gets_a_connection_of_its_own(direct: DirectRedis) -> None:

@@ -10,7 +10,7 @@ import pytest
 from dramatiq import Message
 
 from pipeline import MalformedEntry
-from pipeline.streams.wire import decode_entry, encode_message
+from pipeline.streams.wire import FLAT_FIELDS_OPTION, decode_entry, encode_message, entry_items
 
 
 def make_message(**options) -> Message:
@@ -32,6 +32,15 @@ def test_the_envelope_holds_dramatiqs_message_fields_in_their_order() -> None:
     envelope = orjson.loads(encode_message(message)["message"])
     assert list(envelope) == [field.name for field in dataclasses.fields(Message)]
     assert envelope == orjson.loads(orjson.dumps(message.asdict()))
+
+
+def test_a_sends_items_are_the_encoded_fields_alternating_as_xadd_takes_them() -> None:
+    flat = Message(queue_name="q", actor_name="a", args=({"camera_id": "c", "image": b"\xff"},), kwargs={}, options={})
+    flat.options[FLAT_FIELDS_OPTION] = True
+    for message in (make_message(retries=2), flat):
+        fields = encode_message(message)
+        assert entry_items(message) == [item for pair in fields.items() for item in pair]
+    assert entry_items(flat)[:4] == ["camera_id", b"c", "image", b"\xff"]
 
 
 def test_unserialisable_arguments_are_a_clear_error() -> None:

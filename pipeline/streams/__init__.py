@@ -3,7 +3,7 @@
 Importable and testable alone (``scripts/dramatiq_suite.py`` runs Dramatiq's own test suite on it
 without loading anything above it). One module, one mechanism:
 
-* :mod:`.broker` — :class:`RedisStreamsBroker`: queues as streams, enqueue, join, close;
+* :mod:`.broker` — :class:`RedisStreamsBroker`: queues as streams, join, close; :mod:`.sending` — its enqueue;
 * :mod:`.consumer` — reading a queue (``XREADGROUP``), ack and nack;
 * :mod:`.leases` — how long a delivered message stays reserved, and its renewal;
 * :mod:`.acks` — acknowledgements written in batches, with the writes that go with them;

@@ -25,7 +25,6 @@ queue are all it reads.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
@@ -37,7 +36,7 @@ from typing import Any
 
 import redis
 from dramatiq import Broker, Message, MessageProxy
-from dramatiq.errors import ConnectionClosed, QueueJoinTimeout, QueueNotFound
+from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 from dramatiq.middleware import Middleware
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
@@ -47,11 +46,11 @@ from pipeline.settings import Settings, mask_url
 
 from .acks import AckBatcher
 from .cluster import ClusterDirectRedis
-from .connection import TRANSIENT_ERRORS, connect
+from .connection import connect
 from .consumer import StreamConsumer
 from .dead_letters import DeadLetterQueue
 from .direct import DirectRedis, RoundTrips
-from .dispatch import Dispatcher, Outcome
+from .dispatch import Dispatcher
 from .durability import Durability, confirmed
 from .failures import FailureMemory
 from .hooks import HookTable
@@ -59,8 +58,9 @@ from .keys import CONSUMER_GROUP, QueueKeys, queue_keys, validate_queue_name
 from .leases import HeldEntries, LeaseKeeper
 from .lua import register_scripts
 from .queue_view import QueueView
+from .sending import Sending
 from .shared_redis import DefaultRedis, default_redis
-from .wire import decode_envelope, delayed_member, encode_message
+from .wire import decode_envelope
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ PROMOTE_BATCH = 500
 JOIN_POLL_S = 0.005
 
 
-class RedisStreamsBroker(Broker):
-    """A Dramatiq broker on Redis Streams.
+class RedisStreamsBroker(Sending, Broker):
+    """A Dramatiq broker on Redis Streams (its send path: :mod:`pipeline.streams.sending`).
 
     Parameters:
       url: a Redis URL (``redis://``, ``rediss://``, ``unix://``; ``user:password@`` works), or a
@@ -211,11 +211,6 @@ class RedisStreamsBroker(Broker):
         self.queues[queue_name] = QueueView(self, queue_name)
         self.emit_after("declare_queue", queue_name)
 
-    @property
-    def dispatcher(self) -> Dispatcher | None:
-        """The middleware that decides where claimed messages go (:mod:`pipeline.streams.dispatch`), if any."""
-        return self.__dict__.get("_dispatcher")
-
     def add_middleware(self, middleware: Middleware, *, before: type | None = None, after: type | None = None) -> None:
         """As Dramatiq's; a :class:`~pipeline.streams.dispatch.Dispatcher` becomes this broker's (one at most)."""
         if isinstance(middleware, Dispatcher):
@@ -256,54 +251,6 @@ class RedisStreamsBroker(Broker):
 
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)
-
-    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
-        """Append ``message`` to its queue's stream, or, with ``delay`` (ms), park it in
-        the queue's delayed set until it is due. A message the dispatcher claims goes
-        through :meth:`dispatch` instead (returned with its outcome in its options; a write
-        Redis refused is raised, as it is for an unclaimed message)."""
-        dispatcher = self.dispatcher
-        if dispatcher is not None and not delay:
-            claimed = dispatcher.claim(self, message)
-            if claimed is not None:
-                refusal = self.dispatch([claimed])[0].refusal()
-                if refusal is not None:
-                    raise refusal  # as the write itself would have: the sender learns it
-                return claimed
-        keys = self.keys_for(message.queue_name)
-        self.emit_before("enqueue", message, delay)
-        fields = encode_message(message)
-        try:
-            if delay:
-                eta_ms = math.ceil(time.time() * 1000 + delay)  # never due before its delay (Redis compares whole ms)
-                self.client.zadd(keys.delayed, {delayed_member(fields, uuid.uuid4().hex): eta_ms})
-                for consumer in list(self._consumers.get(message.queue_name, ())):
-                    consumer.expect_due(eta_ms)  # this process's consumers look when it is due
-            else:
-                self.writes.execute("XADD", keys.stream, "*", *[item for pair in fields.items() for item in pair])
-        except TRANSIENT_ERRORS as error:
-            raise ConnectionClosed(error) from None
-        self.emit_after("enqueue", message, delay)
-        return message
-
-    def dispatch(self, messages: Sequence[Message]) -> list[Outcome]:
-        """The one entrance for messages the dispatcher places (:mod:`pipeline.streams.dispatch`):
-        ``before_enqueue`` for each, the dispatcher writes them all, each message's options take
-        its outcome, ``after_enqueue`` for each, last first. One outcome per message, in order.
-
-        Raises:
-          ValueError: the broker has no dispatcher.
-        """
-        dispatcher = self.dispatcher
-        if dispatcher is None:
-            raise ValueError(f"{self!r} has no dispatcher: add one (a routing middleware) to dispatch messages")
-        for message in messages:
-            self.emit_before("enqueue", message, None)
-        outcomes = list(dispatcher.dispatch(self, messages))
-        for message, outcome in zip(reversed(messages), reversed(outcomes), strict=True):  # send spans nest
-            message.options.update(outcome.as_options())
-            self.emit_after("enqueue", message, None)
-        return outcomes
 
     def flush(self, queue_name: str) -> None:
         """Drop every message of ``queue_name``, ready and delayed (dead letters stay)."""

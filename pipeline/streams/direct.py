@@ -119,6 +119,10 @@ class DirectRedis(RoundTrips):
         self._connection_kwargs = dict(pool.connection_kwargs)
         self._read_timeout: float = self._connection_kwargs.get("socket_timeout") or READ_TIMEOUT_S
         self._connection_kwargs["socket_timeout"] = self._read_timeout
+        #: Whether the connections are a Sentinel pool's, whose master may change (:func:`_left_behind`).
+        self._follows_master = "connection_pool" in self._connection_kwargs
+        #: Whether the connections pack with hiredis (known once the first is made; all are made alike).
+        self._hiredis_packs = False
         self._idle: list[Any] = []
         self._generation = forks.generation()
         #: The client's retry policy, taken from its first connection (which gets :data:`_ONE_ATTEMPT`).
@@ -130,7 +134,18 @@ class DirectRedis(RoundTrips):
         ``scripts`` maps the SHA of every script an ``EVALSHA`` of ``commands`` names to the
         script, so that a Redis that lost its script cache gets it again.
         """
-        return self.receive(self.send(commands), scripts)
+        connection = self._take()
+        try:
+            packed = self._pack(connection, commands)
+            try:
+                self._write(connection, packed)
+            except Exception as error:  # the retry policy decides: _finish raises it in its first attempt
+                if isinstance(error, TRANSIENT_ERRORS):
+                    connection.disconnect()  # as send() does: never reused half-written
+                return self._finish(connection, commands, packed, scripts, error)
+            return self._finish(connection, commands, packed, scripts)
+        finally:
+            self._give_back(connection)
 
     def send(self, commands: Sequence[Command]) -> InFlight:
         """Write ``commands`` and return without reading their replies: :meth:`receive` reads them.
@@ -157,38 +172,72 @@ class DirectRedis(RoundTrips):
 
     def receive(self, flight: InFlight, scripts: Mapping[str, Script] | None = None) -> list[Any]:
         """The replies of a :meth:`send`, in order, error replies as exception values (see :meth:`execute_many`)."""
-        connection, commands = flight.connection, flight.commands
-        assert self._retry is not None
-        first = True
+        try:
+            return self._finish(flight.connection, flight.commands, flight.packed, scripts, flight.error)
+        finally:
+            self._give_back(flight.connection)
+
+    def _finish(
+        self,
+        connection: Any,
+        commands: Sequence[Command],
+        packed: list[bytes],
+        scripts: Mapping[str, Script] | None,
+        error: Exception | None = None,
+    ) -> list[Any]:
+        """The replies of ``commands``, written to ``connection`` (``error``: what the write met).
+
+        The first attempt is that write and a read, outside the retry policy (a send pays for no
+        closure and no policy); when it fails, the policy takes over with that failure as its own
+        first, so the attempts, the backoff and the errors retried are the policy's, as before.
+        """
         blocked_s = _blocking_s(commands)
         timeout = self._read_timeout + blocked_s if blocked_s else None  # None: the socket's own
+        try:
+            if error is not None:
+                raise error
+            replies = self._read(connection, len(commands), timeout)
+        except Exception as first:
+            replies = self._retried(connection, packed, len(commands), timeout, first)
+        if scripts:
+            missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:
+                self._load_missing(connection, commands, replies, missing, scripts)
+        return replies
+
+    def _retried(
+        self, connection: Any, packed: list[bytes], count: int, timeout: float | None, first: Exception
+    ) -> list[Any]:
+        """The round trip under the retry policy, whose first attempt is the one that failed with ``first``."""
+        assert self._retry is not None
+        failed = [first]
 
         def attempt() -> list[Any]:
-            """The first attempt is the write :meth:`send` made; a retry runs the whole round trip again."""
-            nonlocal first
-            if first:
-                first = False
-                if flight.error is not None:
-                    raise flight.error
-                return self._read(connection, len(commands), timeout)
-            return self._round_trip(connection, flight.packed, len(commands), timeout)
+            if failed:
+                raise failed.pop()
+            return self._round_trip(connection, packed, count, timeout)
 
-        try:
-            replies = self._retry.call_with_retry(attempt, lambda _error: connection.disconnect())
-            missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if missing and scripts:
-                for sha in {str(commands[index][1]) for index in missing}:
-                    connection.send_command("SCRIPT", "LOAD", scripts[sha].script)
-                    connection.read_response()
-                missing += trailing_wait(commands)
-                again = [commands[index] for index in missing]
-                for index, reply in zip(
-                    missing, self._round_trip(connection, self._pack(connection, again), len(again)), strict=True
-                ):
-                    replies[index] = reply
-            return replies
-        finally:
-            self._give_back(connection)
+        return self._retry.call_with_retry(attempt, lambda _error: connection.disconnect())
+
+    def _load_missing(
+        self,
+        connection: Any,
+        commands: Sequence[Command],
+        replies: list[Any],
+        missing: list[int],
+        scripts: Mapping[str, Script],
+    ) -> None:
+        """Load the scripts Redis forgot and run their commands again (with a ``WAIT`` that ends the
+        batch, which must follow every write it confirms), their replies put in ``replies``."""
+        for sha in {str(commands[index][1]) for index in missing}:
+            connection.send_command("SCRIPT", "LOAD", scripts[sha].script)
+            connection.read_response()
+        missing += trailing_wait(commands)
+        again = [commands[index] for index in missing]
+        for index, reply in zip(
+            missing, self._round_trip(connection, self._pack(connection, again), len(again)), strict=True
+        ):
+            replies[index] = reply
 
     def abandon(self, flight: InFlight) -> None:
         """Give up a :meth:`send` whose replies will not be read: its connection is out of step, so disconnected."""
@@ -201,11 +250,10 @@ class DirectRedis(RoundTrips):
         for connection in idle:
             connection.disconnect()
 
-    @staticmethod
-    def _pack(connection: Any, commands: Sequence[Command]) -> list[bytes]:
+    def _pack(self, connection: Any, commands: Sequence[Command]) -> list[bytes]:
         """RESP for ``commands``: hiredis's packer straight away when the connection uses it (our
         commands are one-word names with str, bytes and int arguments), else the connection's."""
-        if isinstance(connection._command_packer, HiredisRespSerializer):
+        if self._hiredis_packs:
             if len(commands) == 1:
                 return [hiredis.pack_command(tuple(commands[0]))]
             return [b"".join([hiredis.pack_command(tuple(command)) for command in commands])]
@@ -224,6 +272,11 @@ class DirectRedis(RoundTrips):
 
     @staticmethod
     def _read(connection: Any, count: int, timeout: float | None = None) -> list[Any]:
+        if count == 1 and timeout is None:  # a send: one reply, read as the loop below would
+            try:
+                return [connection.read_response()]
+            except ResponseError as error:
+                return [error]
         replies: list[Any] = []
         parser = _buffered_replies(connection)
         read = {} if timeout is None else {"timeout": timeout}
@@ -248,9 +301,10 @@ class DirectRedis(RoundTrips):
             connection = self._connection_class(**self._connection_kwargs)
             if self._retry is None:
                 self._retry = connection.retry  # the client's policy, its retryable errors included
+                self._hiredis_packs = isinstance(connection._command_packer, HiredisRespSerializer)
             connection.retry = Retry(NoBackoff(), 0)  # see the module docstring: the round trip retries
             return connection
-        if _left_behind(connection):
+        if self._follows_master and _left_behind(connection):
             connection.disconnect()  # the next round trip connects to the master the sentinels name now
         return connection
 

@@ -47,8 +47,13 @@ class HookTable:
         return hooks
 
     def emit(self, broker: Any, name: str, args: tuple, kwargs: dict) -> None:
+        hooks = self._hooks.get(name)
+        if hooks is None:
+            hooks = self.hooks(name, broker.middleware)
+        if not hooks:
+            return  # most signals of most messages: no middleware defines the hook
         before = name.startswith("before_")
-        for hook in self.hooks(name, broker.middleware):
+        for hook in hooks:
             try:
                 hook(broker, *args, **kwargs)
             except MiddlewareError:

@@ -158,7 +158,15 @@ def encode_message(message: Message) -> Fields:
     """
     if _is_flat(message):
         return encode_flat(message, message.args[0])
-    return {ENVELOPE_FIELD: encode_envelope(message)}
+    return {ENVELOPE_FIELD: dumps(_envelope(message, message.args))}
+
+
+def entry_items(message: Message) -> list[str | bytes]:
+    """:func:`encode_message`'s fields and values, alternating, as ``XADD`` takes them (a send's
+    path: a message that is not flat is one field, written without building the dict)."""
+    if _is_flat(message):
+        return [item for pair in encode_flat(message, message.args[0]).items() for item in pair]
+    return [ENVELOPE_FIELD, dumps(_envelope(message, message.args))]
 
 
 def decode_envelope(raw: bytes) -> Message:
