@@ -47,12 +47,22 @@ class HookTable:
         return hooks
 
     def emit(self, broker: Any, name: str, args: tuple, kwargs: dict) -> None:
-        before = name.startswith("before_")
-        for hook in self.hooks(name, broker.middleware):
+        hooks = self._hooks.get(name)
+        if hooks is None:
+            hooks = self.hooks(name, broker.middleware)
+        # A signal about one message (process_message, skip_message, ack, ...) calls each hook with it
+        # directly: ``hook(broker, *args, **kwargs)`` built a new argument tuple per hook, a third of
+        # what nine no-op hooks cost, and a processor runs nine ``before_process_message`` hooks.
+        single = len(args) == 1 and not kwargs
+        subject = args[0] if single else None
+        for hook in hooks:
             try:
-                hook(broker, *args, **kwargs)
+                if single:
+                    hook(broker, subject)
+                else:
+                    hook(broker, *args, **kwargs)
             except MiddlewareError:
-                if before:
+                if name.startswith("before_"):
                     raise
                 self.logger.critical("Unexpected failure in %s of %r.", name, hook.__self__, exc_info=True)
             except Exception:
