@@ -103,7 +103,7 @@ class OnOneMessage(Middleware):
         raise RuntimeError("broken ack hook")
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
-        self.calls.append(("after", message, result))
+        self.calls.append(("after", message, result, exception))
 
 
 def test_hooks_of_one_message_signals_get_it_and_keep_dramatiqs_error_rules(
@@ -117,13 +117,17 @@ def test_hooks_of_one_message_signals_get_it_and_keep_dramatiqs_error_rules(
     with caplog.at_level(logging.CRITICAL):
         broker.emit_after("ack", delivered)  # both hooks run, each failure logged
     broker.emit_after("process_message", delivered, result=42)
+    failure = ValueError("failed")
+    broker.emit_after("process_message", delivered, exception=failure)
     assert calls == [
         ("before", delivered),
         ("before", delivered),
         ("after_ack", delivered),
         ("after_ack", delivered),
-        ("after", delivered, 42),
-        ("after", delivered, 42),
+        ("after", delivered, 42, None),
+        ("after", delivered, 42, None),
+        ("after", delivered, None, failure),
+        ("after", delivered, None, failure),
     ]
     assert caplog.text.count("Unexpected failure in after_ack") == 2
     broker.close()
