@@ -185,6 +185,8 @@ class Tracing(Middleware):
             span.end()
 
     def _finish_processing(self) -> tuple[trace.Span, int] | None:
+        if self._tracer is None:  # not tracing (known since the first message): no span was started
+            return None
         processing = getattr(self._local, "processing", None)
         if processing is None:
             return None

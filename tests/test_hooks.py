@@ -86,6 +86,53 @@ def test_middleware_error_stops_an_enqueue_and_other_errors_are_logged(redis_url
     broker.close()
 
 
+class OnOneMessage(Middleware):
+    """Hooks of signals about one message, which the hook table calls with the message alone."""
+
+    def __init__(self, calls: list[object], refuse: bool = False) -> None:
+        self.calls = calls
+        self.refuse = refuse
+
+    def before_process_message(self, broker, message) -> None:
+        self.calls.append(("before", message))
+        if self.refuse:
+            raise MiddlewareError("refused")
+
+    def after_ack(self, broker, message) -> None:
+        self.calls.append(("after_ack", message))
+        raise RuntimeError("broken ack hook")
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        self.calls.append(("after", message, result, exception))
+
+
+def test_hooks_of_one_message_signals_get_it_and_keep_dramatiqs_error_rules(
+    redis_url: str, redis_client, caplog
+) -> None:
+    calls: list[object] = []
+    broker = RedisStreamsBroker(redis_url, middleware=[OnOneMessage(calls), OnOneMessage(calls, refuse=True)])
+    delivered = message()
+    with pytest.raises(MiddlewareError, match="refused"):
+        broker.emit_before("process_message", delivered)
+    with caplog.at_level(logging.CRITICAL):
+        broker.emit_after("ack", delivered)  # both hooks run, each failure logged
+    broker.emit_after("process_message", delivered, result=42)
+    failure = ValueError("failed")
+    broker.emit_after("process_message", delivered, exception=failure)
+    assert calls == [
+        ("before", delivered),
+        ("before", delivered),
+        ("after_ack", delivered),
+        ("after_ack", delivered),
+        ("after", delivered, 42, None),
+        ("after", delivered, 42, None),
+        ("after", delivered, None, failure),
+        ("after", delivered, None, failure),
+    ]
+    assert caplog.text.count("Unexpected failure in after_ack") == 2
+    broker.close()
+
+
 def test_a_routing_middleware_becomes_the_brokers_one_dispatcher(redis_url: str, redis_client) -> None:
     from middleware.routing import CapabilityRouter
 

@@ -20,6 +20,7 @@ same way, where :class:`~middleware.freshness.FrameFreshness` skips it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any
 
 from pipeline.domain.claim_check import release_commands
@@ -46,7 +47,7 @@ def acknowledge_frame(
         result = {**result, SNAPSHOT_REF_FIELD: kept_image.ref}
     if result is not None and result_stream:
         cap = ("MAXLEN", "~", results_maxlen) if results_maxlen > 0 else ()
-        message.write_with_ack("XADD", result_stream, *cap, "*", *(item for pair in result.items() for item in pair))
+        message.write_with_ack("XADD", result_stream, *cap, "*", *chain.from_iterable(result.items()))
     if image_ref:
         for command in release_commands(broker, [image_ref]):
             message.write_with_ack(*command)

@@ -39,7 +39,11 @@ class ProcessingSlots:
             raise ValueError("a processor needs at least one slot")
         self._size = size
         self._used = 0
-        self._changed = threading.Condition(threading.Lock())
+        self._waiting = 0
+        # Taking and giving back a free slot holds the lock alone (a C call); the condition is
+        # only waited on when no slot is free, and only notified when someone waits on it.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
 
     @property
     def size(self) -> int:
@@ -59,16 +63,22 @@ class ProcessingSlots:
             self._changed.notify_all()
 
     def acquire(self) -> None:
-        with self._changed:
-            self._changed.wait_for(lambda: self._used < self._size)
+        with self._lock:
+            if self._used >= self._size:
+                self._waiting += 1
+                try:
+                    self._changed.wait_for(lambda: self._used < self._size)
+                finally:
+                    self._waiting -= 1
             self._used += 1
 
     def release(self) -> None:
-        with self._changed:
+        with self._lock:
             if self._used == 0:
                 raise ValueError("released a slot that was not held")
             self._used -= 1
-            self._changed.notify()
+            if self._waiting:
+                self._changed.notify()
 
     def __enter__(self) -> ProcessingSlots:
         self.acquire()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import operator
-import re
 import time
 from typing import Any
 
@@ -53,8 +52,11 @@ _EXACT_TYPES = tuple(_REQUIRED.values())
 _REQUIRED_VALUES = operator.itemgetter(*_REQUIRED)
 _NUMBER = (int, float)
 
-#: 19 digits in a row: maybe an integer orjson cannot read exactly (see :func:`_loads`).
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: 19 digits in a row: maybe an integer orjson cannot read exactly (see :func:`_loads`). Looked for in
+#: the envelope with every digit translated to ``9`` (:data:`_DIGITS_AS_NINES`): a C pass and a substring
+#: search, a fifth of what ``re.search(rb"\d{19}")`` cost on a frame's envelope (4.4 against 0.9 µs).
+_LONG_DIGITS = b"9" * 19
+_DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9" * 10)
 
 #: Options that Dramatiq's middleware or frameflow compute with, and the types they need. A wrong
 #: type fails inside a middleware hook, which Dramatiq only logs: ``retries: "x"`` made Retries fail,
@@ -202,7 +204,7 @@ def _loads(raw: bytes) -> Any:
     those with the stdlib, and orjson reads them back as floats (``2**64 + 1`` became
     ``1.8446744073709552e19``), so an actor got other arguments than it was sent."""
     try:
-        if _LONG_DIGITS.search(raw):
+        if _LONG_DIGITS in raw.translate(_DIGITS_AS_NINES):
             return json.loads(raw)
         return orjson.loads(raw)
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
