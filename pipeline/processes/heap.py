@@ -4,9 +4,10 @@ Python's cyclic garbage collector now and then runs a full collection (generatio
 every container object the process holds, with the GIL held, and every thread waits. A processor
 holds some 100,000 of them once started (its libraries, Dramatiq, redis-py; a model holds many
 more), nearly all of them for its whole life. The first full collection comes a few seconds after
-start-up, when the frames are already flowing: issue 19's latency runs (10 cameras x 30 fps,
-100 KB frames) found it in the processor in every run, 17-95 ms with the frames in flight waiting
-for it, and the same in the cameras' process, the largest single part of the p99 and of the max.
+start-up, when the frames are already flowing: issue 19's 10-second latency runs (10 cameras x
+30 fps, 100 KB frames) found it in the processor in 6 runs of 8, 16-95 ms with the frames in flight
+waiting for it, and in the cameras' process in 5 of 15 (19-60 ms): the one stall that recurred at
+the same place, and the largest part of the max.
 
 :func:`settle_heap` collects once, before the process takes its first frame (start-up's garbage
 goes), then moves what is left to the permanent generation (``gc.freeze``): later collections scan
