@@ -1,7 +1,8 @@
 """Latency at a fixed rate: ``cameras`` x ``fps`` frames per second for ``duration_s`` through the pipeline.
 
 A no-op processor runs in a process of its own (``python -m benchmarks.latency URL``,
-the seed's way). This process is the cameras: each frame is published at its due
+the seed's way). This process is the cameras (and, as ``frameflow cameras run`` does, settles its heap before the
+first frame: :mod:`pipeline.processes.heap`): each frame is published at its due
 time (camera ``k``'s frame ``j`` at ``j / fps + k / (cameras * fps)`` s), stamped with
 its capture time just before ``publish``; a reader thread blocks on the result stream
 and notes when each result arrives. End-to-end latency is arrival - capture.
@@ -38,6 +39,7 @@ import redis
 from benchmarks.case_pipeline import CAPABILITY, RESULTS
 from pipeline import FrameProducer, ProcessorClient, ProcessorRegistry
 from pipeline.domain.keys import processor_queue
+from pipeline.processes.heap import settle_heap
 
 PROCESSOR_ID = "bench-latency"
 
@@ -116,6 +118,7 @@ def run(url: str, params: dict[str, Any]) -> dict[str, float]:
     try:
         wait_for(lambda: any(info.processor_id == PROCESSOR_ID for info in registry.list()), 60, "the processor")
         producer = FrameProducer(url)
+        settle_heap()  # this process stands in for `frameflow cameras run`, which does so before its first frame
         stream = producer.broker.keys_for(processor_queue(PROCESSOR_ID)).stream
         reader = ArrivalClock(url)
         reader.start()

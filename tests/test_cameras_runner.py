@@ -14,6 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pipeline.cameras import runner as runner_module
 from pipeline.cameras.backoff import Backoff
 from pipeline.cameras.captured import Captured
 from pipeline.cameras.config import camera_from_dict
@@ -114,3 +115,24 @@ def test_redis_going_away_is_one_line_and_counted_frames_and_publishing_resumes_
     lines = [record.getMessage() for record in caplog.records if "Redis" in record.getMessage()]
     assert len([line for line in lines if "skipped and counted until it answers" in line]) == 1, lines
     assert any("Redis answers again" in line for line in lines), lines
+
+
+def test_the_runner_settles_its_heap_once_before_its_first_frame(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-up's objects are frozen out of the collector's scans before frames flow (pipeline/processes/heap.py)."""
+    config = camera_from_dict({"id": "door", "url": "synthetic", "capabilities": ["x"], "fps": 20})
+    producer = FrameProducer(redis_url)
+    runner = CameraRunner([config], producer)
+    status = runner.statuses[0]
+    published_when_settled: list[int] = []
+    monkeypatch.setattr(runner_module, "settle_heap", lambda: published_when_settled.append(status.frames_out))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: status.frames_out >= 2, 20, "the first frames")
+    finally:
+        runner.stop()
+        thread.join(10)
+        producer.close()
+    assert published_when_settled == [0]

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from pipeline.domain.frames import FrameRejected
+from pipeline.processes.heap import settle_heap
 from pipeline.processes.producer import FrameProducer
 
 from .backoff import Backoff
@@ -117,6 +118,7 @@ class CameraRunner:
 
     def run(self) -> None:
         """Start the capture threads and publish until :meth:`stop`; then stop them."""
+        settle_heap()  # before the first frame, as a processor does (pipeline/processes/heap.py)
         for feed in self.feeds:
             feed.capture.start()
         next_state = time.monotonic()

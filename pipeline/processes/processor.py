@@ -59,6 +59,7 @@ from pipeline.streams.shared_redis import LOCAL_REDIS_URL
 
 from .batching import FrameBatcher, overrides
 from .frame_ack import acknowledge_frame
+from .heap import settle_heap
 from .intake import checked_frame, frame_data_of
 from .lifecycle import STOP_TIMEOUT_S, ProcessorLifecycle
 from .lifecycle import serve_with_dramatiq as serve_with_dramatiq  # processor modules import it from here
@@ -89,6 +90,9 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
     ``affinity`` (also a parameter): ``"camera"`` keeps each camera's frames on one
     instance of the capability (:mod:`middleware.affinity`), for processors that keep
     state per camera; ``None`` (the default): each frame goes to the least-loaded one.
+    ``settles_heap``: freeze the process's start-up objects out of the garbage collector's scans before
+    the first frame (:mod:`.heap`; default True; False for a processor embedded in a process that
+    manages its own collector).
     ``durability`` (``"primary"`` or ``"replicated"``) and ``replica_timeout_ms`` set what the
     processor's acks and results wait for, as for :class:`~pipeline.processes.producer.FrameProducer`
     (:mod:`pipeline.streams.durability`); left out, ``FRAMEFLOW_DURABILITY`` decides (its broker's).
@@ -102,6 +106,7 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
     max_batch: int = 8
     max_wait_ms: float = 10.0
     affinity: str | None = None
+    settles_heap: bool = True
 
     def __init__(
         self,
@@ -257,6 +262,8 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
             self._owns_worker = True
             broker.emit_after("process_boot")
             self._worker.start()
+        if self.settles_heap:
+            settle_heap()  # before the first frame: no full collection of start-up's objects while frames flow
         await self._loop.run_in_executor(None, self._come_online)
         self._came_online()
         logger.info("Processor %s is consuming %s.", self.processor_id, self.queue_name)
