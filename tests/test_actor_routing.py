@@ -9,6 +9,8 @@ import redis
 from middleware.routing import CapabilityRouter
 from pipeline import Frame, ProcessorInfo, ProcessorRegistry, RedisStreamsBroker
 
+from .processor_harness import register_fake
+
 
 def test_plain_actor_send_is_routed_by_capability(redis_url: str, redis_client) -> None:
     broker = RedisStreamsBroker(redis_url, middleware=[CapabilityRouter(refresh_s=0)])
@@ -51,17 +53,7 @@ def test_plain_actor_send_is_routed_by_capability(redis_url: str, redis_client) 
 
 def test_a_routed_send_that_redis_refuses_raises_as_an_unrouted_one_does(redis_url: str, redis_client) -> None:
     broker = RedisStreamsBroker(redis_url, middleware=[CapabilityRouter(refresh_s=0)])
-    ProcessorRegistry(redis_client).register(
-        ProcessorInfo(
-            processor_id="face-1",
-            capabilities=("face_detection",),
-            capacity=4,
-            queue_name="frames.ready.face-1",
-            actor_name="process_frame.face-1",
-            queue_bound=0,
-        ),
-        ttl_s=30,
-    )
+    register_fake(redis_client, "face-1", ("face_detection",))
     redis_client.set("frames:ready:face-1", "not a stream")
 
     @dramatiq.actor(broker=broker, capabilities=["face_detection"])

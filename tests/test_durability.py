@@ -25,7 +25,7 @@ from pipeline.streams.connection import connect
 from pipeline.streams.consumer import StreamConsumer, StreamMessageProxy
 from pipeline.streams.direct import DirectRedis
 from pipeline.streams.durability import ConfirmedRoundTrips, Durability
-from tests.cluster import LocalCluster, cluster_server_binary
+from tests.cluster import LocalCluster
 from tests.polling import wait_until
 
 from .processor_harness import IMAGE, RecordingProcessor, queue_entries, register_fake, running
@@ -303,19 +303,9 @@ def test_a_durable_processors_result_is_on_the_replica_once_its_frame_left_the_q
 
 
 # -- on a Redis Cluster -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    binary = cluster_server_binary()
-    if binary is None:
-        pytest.fail(
-            "a Redis Cluster needs redis-server 7 (apt-get install redis-server, or set FRAMEFLOW_REDIS_SERVER)"
-        )
-    with LocalCluster(binary) as cluster:
-        yield cluster
-
-
-def test_on_a_cluster_every_master_a_durable_batch_wrote_to_waits_for_its_replica(cluster: LocalCluster) -> None:
+def test_on_a_cluster_every_master_a_durable_batch_wrote_to_waits_for_its_replica(redis_cluster: LocalCluster) -> None:
     """Masters without replicas: each WAIT answers 0 after the timeout, and each master got its own."""
+    cluster = redis_cluster
     cluster.flush()
     client = connect(cluster.url)
     keys = [next(f"k{n}" for n in range(10_000) if cluster.owner_of(client.keyslot(f"k{n}")) == i) for i in range(3)]
