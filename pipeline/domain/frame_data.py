@@ -44,12 +44,7 @@ class FrameData(MutableMapping[bytes, bytes]):
           ImageDecodeError: an old-format image that is not valid base64; or no image at all.
         """
         if self._image is None:
-            if self._encoded is None:
-                raise ImageDecodeError(f"frame {self._frame_id()} has no image_data")
-            try:
-                self._image = base64.b64decode(self._encoded, validate=True)
-            except (binascii.Error, ValueError) as error:
-                raise ImageDecodeError(f"frame {self._frame_id()}: image_data is not valid base64 ({error})") from None
+            self._image = _decoded(self._encoded, self._frame_id())
         return self._image
 
     def __getitem__(self, key: bytes) -> bytes:
@@ -110,8 +105,15 @@ def frame_image(frame_data: Mapping[bytes, bytes]) -> bytes:
     """
     if isinstance(frame_data, FrameData):
         return frame_data.image
-    frame_id = frame_data.get(b"frame_id", b"?").decode("utf-8", "replace")
-    encoded = frame_data.get(IMAGE_DATA_KEY)
+    return _decoded(frame_data.get(IMAGE_DATA_KEY), frame_data.get(b"frame_id", b"?").decode("utf-8", "replace"))
+
+
+def _decoded(encoded: bytes | None, frame_id: str) -> bytes:
+    """``encoded`` (a frame's base64 ``image_data``) as raw bytes.
+
+    Raises:
+      ImageDecodeError: no image, or not valid base64.
+    """
     if not encoded:
         raise ImageDecodeError(f"frame {frame_id} has no image_data")
     try:
