@@ -39,3 +39,18 @@ def test_an_at_most_target_is_met_at_or_under_its_bound() -> None:
     assert verdict(target_value({"latency_100k": [{"p99_ms": 9.5}]}, p99), p99) == "met"
     assert verdict(target_value({"latency_100k": [{"p99_ms": 12.0}]}, p99), p99) == "**missed** (measured 12.00 ms)"
     assert verdict(target_value({}, p99), p99) == "not measured"
+
+
+def test_a_missed_send_target_shows_what_a_bare_round_trip_measured_in_the_same_runs() -> None:
+    runs = {
+        "frameflow": [{"send": 8_000.0}, {"send": 9_000.0}],
+        "stock": [{"send": 4_000.0}, {"send": 4_000.0}],
+        "raw_single": [{"send": 10_000.0}, {"send": 11_000.0}],
+    }
+    text = report(Sizes.quick(), runs, [])
+    row = next(line for line in text.splitlines() if line.startswith("| frameflow single-message send"))
+    assert "**missed** by 29% of the target" in row
+    assert "the floor (a bare redis-py round trip, no broker) measured 2.62x (2.50-2.75)" in row
+    met = {**runs, "frameflow": [{"send": 12_000.0}, {"send": 13_000.0}]}
+    row = next(line for line in report(Sizes.quick(), met, []).splitlines() if "single-message send" in line)
+    assert row.endswith("| met |")
