@@ -25,7 +25,7 @@ import dramatiq
 import pytest
 import redis
 
-from pipeline import EmbeddedRedis, RedisStreamsBroker
+from pipeline import EmbeddedRedis, FrameProducer, RedisStreamsBroker
 from pipeline.streams.connection import RedisClient, connect
 from pipeline.streams.shared_redis import stop_shared_redis
 from tests.cluster import LocalCluster, cluster_server_binary
@@ -124,3 +124,11 @@ def worker(broker: RedisStreamsBroker) -> Iterator[dramatiq.Worker]:
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def producer(redis_url: str, redis_client: RedisClient) -> Iterator[FrameProducer]:
+    """A :class:`FrameProducer` on the flushed shared Redis (a module may define its own ``producer``)."""
+    producer = FrameProducer(redis_url)
+    yield producer
+    producer.close()

@@ -133,6 +133,11 @@ def queue_entries(client: redis.Redis, processor_id: str) -> list[dict[bytes, by
     return [fields for _, fields in client.xrange(stream)]
 
 
+def queued_frame_ids(client: redis.Redis, processor_id: str) -> list[str]:
+    """The frame ids waiting on a processor's queue, oldest first."""
+    return [entry[b"frame_id"].decode() for entry in queue_entries(client, processor_id)]
+
+
 def drops(client: redis.Redis, processor_id: str) -> dict[str, int]:
     """The drops hash of a processor's queue (``frameflow:drops:{frames:ready:<id>}``)."""
     raw = client.hgetall(f"frameflow:drops:{{frames:ready:{processor_id}}}")

@@ -5,10 +5,9 @@ Processors without affinity keep least-loaded routing."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
 import redis
 
 from middleware.affinity import rendezvous_score
@@ -22,13 +21,6 @@ from .processor_harness import publish, queue_entries, register_fake
 CAPABILITY = "gesture_detection"
 CAMERAS = [f"cam-{number}" for number in range(1, 7)]
 RESULTS = "echo:results"
-
-
-@pytest.fixture
-def producer(redis_url: str, redis_client: redis.Redis) -> Iterator[FrameProducer]:
-    producer = FrameProducer(redis_url)
-    yield producer
-    producer.close()
 
 
 def send_rounds(redis_url: str, rounds: int) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """The orchestrator (CapabilityRouter) against a real Redis: load balancing, fan-out,
-dedupe, circuit breakers, parked frames and queue bounds.
+dedupe, circuit breakers and parked frames (queue bounds: tests/test_queue_bounds.py).
 
 Registry entries without workers (``register_fake``) make queue contents
 inspectable; in-process ProcessorClients (``running``) show the full path.
@@ -23,9 +23,9 @@ from pipeline import FrameProducer, ProcessorRegistry
 from .processor_harness import (
     IMAGE,
     RecordingProcessor,
-    drops,
     publish,
     queue_entries,
+    queued_frame_ids,
     register_fake,
     running,
     wait_for,
@@ -34,21 +34,10 @@ from .processor_harness import (
 FACE, OBJECT, GESTURE = "face_detection", "object_detection", "gesture_detection"
 
 
-@pytest.fixture
-def producer(redis_url: str, redis_client: redis.Redis):
-    producer = FrameProducer(redis_url)
-    yield producer
-    producer.close()
-
-
 def backlog(client: redis.Redis, processor_id: str, entries: int) -> None:
     """Pile up ``entries`` frames nobody has taken yet on a processor's queue."""
     for _ in range(entries):
         client.xadd(f"frames:ready:{processor_id}", {"frame_id": "old"})
-
-
-def frame_ids(client: redis.Redis, processor_id: str) -> list[str]:
-    return [entry[b"frame_id"].decode() for entry in queue_entries(client, processor_id)]
 
 
 # -- 2. three processors, two capabilities -----------------------------------------------------------
@@ -70,7 +59,7 @@ def test_frames_avoid_the_processor_with_a_backlog(redis_client: redis.Redis, pr
     counts = Counter(decision.targets[0] for decision in decisions)
     assert counts == {"face-b": 5, "multi": 5}
     assert len(queue_entries(redis_client, "face-a")) == 30  # nothing new
-    assert frame_ids(redis_client, "face-b") == [d.frame_id for d in decisions if d.targets == ("face-b",)]
+    assert queued_frame_ids(redis_client, "face-b") == [d.frame_id for d in decisions if d.targets == ("face-b",)]
 
 
 def test_frames_are_shared_by_capacity(redis_client: redis.Redis, producer: FrameProducer) -> None:
@@ -111,12 +100,13 @@ def test_a_processor_with_both_capabilities_receives_the_frame_once(
 ) -> None:
     decision = publish(producer, [FACE, OBJECT])
     assert decision.targets == ("multi",)
-    assert frame_ids(redis_client, "multi") == [decision.frame_id]
+    assert queued_frame_ids(redis_client, "multi") == [decision.frame_id]
     assert queue_entries(redis_client, "face-a") == queue_entries(redis_client, "face-b") == []
 
     repeated = publish(producer, [FACE, FACE])
     assert len(repeated.targets) == 1
-    assert sum(frame_ids(redis_client, pid).count(repeated.frame_id) for pid in ("face-a", "face-b", "multi")) == 1
+    queued = [queued_frame_ids(redis_client, pid) for pid in ("face-a", "face-b", "multi")]
+    assert sum(ids.count(repeated.frame_id) for ids in queued) == 1
 
 
 @pytest.mark.usefixtures("three_processors")
@@ -127,9 +117,9 @@ def test_a_frame_needing_two_capabilities_fans_out_to_two_processors(
     decision = publish(producer, [FACE, OBJECT])
     assert decision.targets == ("face-a", "multi")
     assert decision.parked == () and decision.reason is None
-    assert frame_ids(redis_client, "face-a") == [decision.frame_id]
-    assert frame_ids(redis_client, "multi")[-1] == decision.frame_id
-    assert frame_ids(redis_client, "multi").count(decision.frame_id) == 1
+    assert queued_frame_ids(redis_client, "face-a") == [decision.frame_id]
+    assert queued_frame_ids(redis_client, "multi")[-1] == decision.frame_id
+    assert queued_frame_ids(redis_client, "multi").count(decision.frame_id) == 1
     assert queue_entries(redis_client, "face-b") == []
 
 
@@ -288,63 +278,6 @@ def test_parked_frames_past_their_max_age_are_dropped_and_counted(
     assert old.frame_id not in gestures.frame_ids()
     assert redis_client.hget("frameflow:drops:parked", "stale") == b"1"
     assert parked(redis_client, GESTURE) == []
-
-
-# -- 6. queue bounds ---------------------------------------------------------------------------------
-
-
-def test_drop_oldest_drops_undelivered_entries_and_counts_them(
-    redis_client: redis.Redis, producer: FrameProducer
-) -> None:
-    register_fake(redis_client, "face-1", (FACE,), queue_bound=3, overflow="drop_oldest")
-    first = [publish(producer, [FACE]) for _ in range(3)]
-    # A worker takes the oldest: it is in progress and must not be dropped.
-    redis_client.xgroup_create("frames:ready:face-1", "workers", id="0")
-    redis_client.xreadgroup("workers", "worker-1", {"frames:ready:face-1": ">"}, count=1)
-    later = [publish(producer, [FACE]) for _ in range(2)]
-    assert all(decision.dropped == 0 and decision.targets == ("face-1",) for decision in first + later)
-    assert frame_ids(redis_client, "face-1") == [first[0].frame_id, later[0].frame_id, later[1].frame_id]
-    assert drops(redis_client, "face-1") == {"bound": 2}
-
-
-def test_reject_newest_refuses_and_counts(redis_client: redis.Redis, producer: FrameProducer) -> None:
-    register_fake(redis_client, "face-1", (FACE,), queue_bound=2, overflow="reject_newest")
-    decisions = [publish(producer, [FACE]) for _ in range(4)]
-    assert [decision.dropped for decision in decisions] == [0, 0, 1, 1]
-    assert frame_ids(redis_client, "face-1") == [decisions[0].frame_id, decisions[1].frame_id]
-    assert drops(redis_client, "face-1") == {"bound": 2}
-
-
-def test_unbounded_queue_drops_nothing(redis_client: redis.Redis, producer: FrameProducer) -> None:
-    register_fake(redis_client, "face-1", (FACE,), queue_bound=0)
-    decisions = [publish(producer, [FACE]) for _ in range(5)]
-    assert all(decision.dropped == 0 for decision in decisions)
-    assert len(queue_entries(redis_client, "face-1")) == 5
-    assert drops(redis_client, "face-1") == {}
-
-
-@pytest.mark.parametrize(("overflow", "kept"), [("drop_oldest", [0, 2]), ("reject_newest", [0, 1])])
-def test_processor_queue_bound_applies_to_a_busy_processor(
-    redis_url: str, redis_client: redis.Redis, producer: FrameProducer, overflow: str, kept: list[int]
-) -> None:
-    class Bounded(RecordingProcessor):
-        queue_bound = 2
-
-    Bounded.overflow = overflow
-    processor = Bounded("face-1", [FACE], redis_url, capacity=1)
-    processor.gate.clear()
-    with running(processor, redis_client):
-        info = ProcessorRegistry(redis_client).get("face-1")
-        assert info is not None and (info.queue_bound, info.overflow) == (2, overflow)
-        decisions = [publish(producer, [FACE])]
-        assert processor.started.wait(10), "the first frame never started"
-        decisions += [publish(producer, [FACE]) for _ in range(2)]  # one fits behind the running frame
-        assert [decision.dropped for decision in decisions] == ([0, 0, 1] if overflow == "reject_newest" else [0] * 3)
-        assert drops(redis_client, "face-1") == {"bound": 1}
-        processor.gate.set()
-        wait_for(lambda: processor.stats.processed == 2, what="the kept frames to be processed")
-        wait_for(lambda: not queue_entries(redis_client, "face-1"), what="the queue to drain")
-    assert processor.frame_ids() == [decisions[n].frame_id for n in kept]
 
 
 # -- 7. many processors: an even spread, and a choice that follows what changes --------------------
