@@ -98,12 +98,18 @@ def result_fields(
         else:
             fields[str(name)] = json.dumps(value, separators=(",", ":"), default=str)
     # The frame's identity is authoritative; the rest is added where the processor did not say.
-    fields.update(frame_id=frame.get("frame_id", ""), camera_id=frame.get("camera_id", ""), processor_id=processor_id)
+    # (assignments and "in" tests, not update(**...) and setdefault: this runs for every frame)
+    fields["frame_id"] = frame.get("frame_id", "")
+    fields["camera_id"] = frame.get("camera_id", "")
+    fields["processor_id"] = processor_id
     if "timestamp" not in fields:
         fields["timestamp"] = utc_now_iso()
-    fields.setdefault("latency_ms", f"{latency_ms:.3f}")
-    fields.setdefault("captured_at", frame.get("timestamp", ""))
-    fields.setdefault("trace_context", trace_context if trace_context is not None else frame.get("trace_context", "{}"))
+    if "latency_ms" not in fields:
+        fields["latency_ms"] = f"{latency_ms:.3f}"
+    if "captured_at" not in fields:
+        fields["captured_at"] = frame.get("timestamp", "")
+    if "trace_context" not in fields:
+        fields["trace_context"] = trace_context if trace_context is not None else frame.get("trace_context", "{}")
     return fields
 
 

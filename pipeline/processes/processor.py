@@ -349,7 +349,9 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
                 result=fields,
                 results_maxlen=self.results_maxlen,
                 # opt-in (FRAMEFLOW_SNAPSHOT_TTL_S): a short-lived copy of the image for snapshots
-                kept_image=kept_image(broker.namespace, frame, frame_data, result, self.snapshot_ttl_s),
+                kept_image=kept_image(broker.namespace, frame, frame_data, result, self.snapshot_ttl_s)
+                if self.snapshot_ttl_s > 0
+                else None,
             )
 
     def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:
