@@ -42,6 +42,8 @@ class CircuitBreaker:
         self._lock = threading.Lock()
 
     def record_success(self) -> None:
+        if self.state == BREAKER_CLOSED:  # every frame of a healthy processor: no lock to see nothing changes
+            return
         with self._lock:
             if self.state == BREAKER_CLOSED:
                 return

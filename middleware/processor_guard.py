@@ -14,6 +14,12 @@ nor any ``after_process_message`` hook, where Callbacks, Pipelines and Retries a
 is sent and nothing retried. The broker dead-letters the failed message with the reason
 (``ForbiddenOption: option 'on_failure' is not allowed on a processor queue``), its envelope
 as it came, and the processor counts it as ``rejected``.
+
+A broker that serves nothing but guarded queues (the one ``ProcessorClient.start()`` makes for
+itself) need not carry Dramatiq's Callbacks and Pipelines at all: every message they could act
+on is refused before its actor runs, so for each frame they would only cost their
+``after_process_message`` hooks (Pipelines' imports a module on every call).
+:func:`leaf_middleware` is Dramatiq's default middleware without them.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Callbacks, Middleware, Pipelines, default_middleware
 
 from pipeline.errors import ForbiddenOption, FrameRefused
 
@@ -75,6 +81,13 @@ class ProcessorGuard(Middleware):
             on_refused(refusal)
         message.fail()  # dead-lettered, not acked
         raise refusal
+
+
+def leaf_middleware() -> list[Middleware]:
+    """Dramatiq's default middleware less Callbacks and Pipelines, for a broker whose every queue is
+    guarded: they act only on :data:`SENDING_OPTIONS`, which the guard refuses first (Retries stays:
+    a failed frame is retried, and its ``on_retry_exhausted`` is refused like the others)."""
+    return [kind() for kind in default_middleware if kind not in (Callbacks, Pipelines)]
 
 
 def guard_processor_queue(

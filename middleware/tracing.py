@@ -20,7 +20,9 @@
 
 Tracing is configured from the ``OTEL_*`` environment (:mod:`pipeline.domain.telemetry`).
 Without it the API's proxy provider is in place; the middleware sees that once,
-at the first message, and from then on each hook returns at once.
+at the first message, and from then on each hook returns at once: on a
+:class:`~pipeline.streams.broker.RedisStreamsBroker` its hooks are then not even
+called (``idle_hooks``, :mod:`pipeline.streams.hooks`).
 
 Put it at the front of the middleware list (:func:`middleware.add_observability`
 does): its ``after_*`` hooks then run after Retries', so a retry is sent from
@@ -55,6 +57,18 @@ MAX_OPEN_SENDS = 64
 
 _UNRESOLVED: Any = object()
 
+#: Every hook of :class:`Tracing`: each does nothing once it knows there is no tracer.
+_HOOKS = frozenset(
+    {
+        "before_enqueue",
+        "after_enqueue",
+        "before_process_message",
+        "after_process_message",
+        "after_skip_message",
+        "after_worker_shutdown",
+    }
+)
+
 
 class Tracing(Middleware):
     """PRODUCER spans per send and CONSUMER spans per delivery; see the module docstring.
@@ -72,8 +86,10 @@ class Tracing(Middleware):
         self._tracer: Any = _UNRESOLVED
         self._propagate: Any = None
         self._local = threading.local()
+        #: The hooks a broker need not call (:mod:`pipeline.streams.hooks`): all of them without a tracer.
+        self.idle_hooks: frozenset[str] = frozenset()
 
-    def _get_tracer(self) -> trace.Tracer | None:
+    def _get_tracer(self, broker: dramatiq.Broker | None = None) -> trace.Tracer | None:
         tracer = self._tracer
         if tracer is _UNRESOLVED:
             provider = self._provider or trace.get_tracer_provider()
@@ -87,11 +103,16 @@ class Tracing(Middleware):
             else:
                 tracer = None
             self._tracer = tracer
+            if tracer is None:
+                self.idle_hooks = _HOOKS
+                refresh = getattr(broker, "refresh_hooks", None)
+                if refresh is not None:
+                    refresh()
         return tracer
 
     # -- send ----------------------------------------------------------------------------------
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
-        tracer = self._get_tracer()
+        tracer = self._get_tracer(broker)
         if tracer is None:
             return
         parent = None
@@ -136,7 +157,7 @@ class Tracing(Middleware):
 
     # -- process -------------------------------------------------------------------------------
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        tracer = self._get_tracer()
+        tracer = self._get_tracer(broker)
         if tracer is None:
             return
         carrier = _carrier_of(message)

@@ -367,3 +367,18 @@ def test_result_reader_sees_results_of_a_processor(
     assert result["processor_id"] == "face-1"
     assert result["image_bytes"] == str(len(IMAGE))
     assert float(result["latency_ms"]) >= 0
+
+
+@pytest.mark.parametrize(
+    "now",
+    [1796685405.0, 1796685405.840831, 1796685405.9999996, 1796685405.0000004, 951782400.5, 0.25],
+)
+def test_result_timestamps_read_as_datetime_isoformat(now: float) -> None:
+    """A result's timestamp, formatted once per second, is the text ``datetime.isoformat`` gives
+    (no fraction on a whole second, rounding up into the next second)."""
+    from datetime import UTC, datetime
+
+    from pipeline.domain.results import utc_now_iso
+
+    assert utc_now_iso(now) == datetime.fromtimestamp(now, UTC).isoformat()
+    assert utc_now_iso(now) == datetime.fromtimestamp(now, UTC).isoformat()  # the cached second too

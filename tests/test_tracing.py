@@ -290,3 +290,28 @@ def test_an_exporter_asked_for_and_not_installed_is_one_line_and_frames_still_fl
     ]
     seen = json.loads(done.stdout)
     assert seen["results"] == 1 and seen["provider"] == "ProxyTracerProvider"
+
+
+@pytest.mark.parametrize("recording", [False, True])
+def test_without_a_tracer_the_broker_stops_calling_the_tracing_hooks(
+    recording: bool, broker: RedisStreamsBroker
+) -> None:
+    """Without a tracer every Tracing hook does nothing: after the first message the broker leaves
+    them out of its hook table (no call per message); with one, they stay."""
+    from opentelemetry import trace
+
+    provider = TracerProvider() if recording else trace.NoOpTracerProvider()
+    tracing = Tracing(tracer_provider=provider)
+    broker.add_middleware(tracing)
+
+    @dramatiq.actor(broker=broker, queue_name="idle-hooks")
+    def noop() -> None:
+        pass
+
+    def tracing_hooks(name: str) -> list:
+        return [hook for hook in broker._hook_table().hooks(name, broker.middleware) if hook.__self__ is tracing]
+
+    assert tracing_hooks("before_process_message")  # not known yet: called for the first message
+    noop.send()
+    for name in ("before_enqueue", "after_enqueue", "before_process_message", "after_process_message"):
+        assert bool(tracing_hooks(name)) is recording

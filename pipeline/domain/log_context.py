@@ -20,7 +20,7 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,13 +37,11 @@ CONTEXT_FIELDS = ("frame_id", "camera_id", "processor_id", "message_id", "trace_
 _current: contextvars.ContextVar[Any] = contextvars.ContextVar("frameflow_message", default=None)
 
 
-def bind(message: Any) -> contextvars.Token:
-    """Make ``message`` (a Dramatiq message or proxy) what this context's log lines are about."""
-    return _current.set(message)
-
-
-def reset(token: contextvars.Token) -> None:
-    _current.reset(token)
+#: Make a message (a Dramatiq message or proxy) what this context's log lines are about; returns the
+#: token :data:`reset` takes. The context variable's own methods, no Python call around them: the
+#: middleware binds and resets once per delivery.
+bind: Callable[[Any], contextvars.Token] = _current.set
+reset: Callable[[contextvars.Token], None] = _current.reset
 
 
 @contextlib.contextmanager

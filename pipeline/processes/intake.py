@@ -13,6 +13,7 @@ the actor's ``throws`` turns into a dead letter at once: no retry can help it.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 from dramatiq.middleware import SkipMessage
@@ -41,7 +42,8 @@ def checked_frame(args: tuple, kwargs: dict, max_frame_bytes: int) -> dict[str, 
     if kwargs:
         raise UnprocessableFrame(f"a frame message takes no keyword arguments (got {', '.join(sorted(kwargs))})")
     frame = args[0] if len(args) == 1 else None
-    if not isinstance(frame, dict) or not all(isinstance(name, str) for name in frame):
+    # map over a builtin, not a generator: this runs for every frame a processor takes
+    if not isinstance(frame, dict) or not all(map(isinstance, frame, repeat(str))):
         raise UnprocessableFrame("not a frame: a frame message carries one dict of fields")
     check_frame_fields(frame, max_frame_bytes)
     return dict(frame)

@@ -41,7 +41,7 @@ from middleware.affinity import AFFINITIES
 from middleware.breaker import CircuitBreaker
 from middleware.freshness import FrameFreshness
 from middleware.observability import add_observability
-from middleware.processor_guard import guard_processor_queue
+from middleware.processor_guard import guard_processor_queue, leaf_middleware
 from middleware.routing import CapabilityRouter
 from pipeline.domain.frames import IMAGE_REF_FIELD, frame_size_limit
 from pipeline.domain.kept_images import kept_image
@@ -225,7 +225,13 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
     def _ensure_broker(self) -> RedisStreamsBroker:
         if self.broker is None:
             client = self.redis_client or (connect(self.redis_url) if self.redis_url else None)
-            self.attach(RedisStreamsBroker(client=client) if client is not None else RedisStreamsBroker())
+            # Its own broker serves only this processor's guarded queue: no Callbacks, no Pipelines.
+            middleware = leaf_middleware()
+            self.attach(
+                RedisStreamsBroker(client=client, middleware=middleware)
+                if client is not None
+                else RedisStreamsBroker(middleware=middleware)
+            )
         assert self.broker is not None
         return self.broker
 
@@ -343,7 +349,9 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
                 result=fields,
                 results_maxlen=self.results_maxlen,
                 # opt-in (FRAMEFLOW_SNAPSHOT_TTL_S): a short-lived copy of the image for snapshots
-                kept_image=kept_image(broker.namespace, frame, frame_data, result, self.snapshot_ttl_s),
+                kept_image=kept_image(broker.namespace, frame, frame_data, result, self.snapshot_ttl_s)
+                if self.snapshot_ttl_s > 0
+                else None,
             )
 
     def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:

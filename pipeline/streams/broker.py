@@ -228,6 +228,10 @@ class RedisStreamsBroker(Sending, Broker):
         self.scripts.update(scripts)
         self.scripts_by_sha.update({script.sha: script for script in scripts.values()})
 
+    def refresh_hooks(self) -> None:
+        """Look up the middleware's hooks again: one of them changed its ``idle_hooks`` (:mod:`.hooks`)."""
+        self._hook_table().clear()
+
     def _hook_table(self) -> HookTable:
         # Broker.__init__ adds the default middleware before our __init__ runs.
         table = self.__dict__.get("_hooks")

@@ -9,6 +9,11 @@ whenever its middleware list changes. Calls, order and error handling are
 Dramatiq's: a ``MiddlewareError`` from a ``before_`` hook propagates, any other
 exception is logged as critical and the next hook runs. The hooks of a signal about one
 message are called without building an argument tuple per hook (:func:`_shape`).
+
+A middleware that finds out its hooks will do nothing in this process (tracing without a
+tracer) names them in its ``idle_hooks`` and asks the broker to look again
+(``RedisStreamsBroker.refresh_hooks``): they are left out of the table from then on, so a
+message no longer pays a call for each.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ class HookTable:
             hooks = [
                 getattr(item, name)
                 for item in ordered
-                if name in vars(item) or getattr(type(item), name, None) is not base
+                if (name in vars(item) or getattr(type(item), name, None) is not base)
+                and name not in getattr(item, "idle_hooks", ())
             ]
             self._hooks[name] = hooks
         return hooks

@@ -296,13 +296,29 @@ def decode_entry(fields: dict[bytes, bytes]) -> Message:
     return _message(data, tuple(data["args"]))
 
 
+#: The binary field names of the lists last decoded (``["image"]`` for nearly every frame), checked once.
+_binary_seen: dict[tuple[str, ...], frozenset[bytes]] = {}
+
+#: The most lists :data:`_binary_seen` keeps (a writer that varies them does not grow it without end).
+_BINARY_SEEN_MAX = 64
+
+
 def _binary_names(options: dict[str, Any]) -> frozenset[bytes]:
     names = options.get(BINARY_FIELDS_OPTION)
     if not names:
         return frozenset()
+    key = tuple(names) if type(names) is list else None
+    known = _binary_seen.get(key) if key is not None and all(map(str.__instancecheck__, key)) else None
+    if known is not None:
+        return known
     if not all(isinstance(name, str) for name in names):
         raise MalformedEntry(f"the message envelope's option {BINARY_FIELDS_OPTION!r} must list field names")
-    return frozenset(name.encode() for name in names)
+    known = frozenset(name.encode() for name in names)
+    if key is not None:
+        if len(_binary_seen) >= _BINARY_SEEN_MAX:
+            _binary_seen.clear()
+        _binary_seen[key] = known
+    return known
 
 
 def _not_utf8(fields: dict[bytes, bytes]) -> str:
