@@ -9,11 +9,15 @@ start-up, when the frames are already flowing: issue 19's 10-second latency runs
 waiting for it, and in the cameras' process in 5 of 15 (19-60 ms): the one stall that recurred at
 the same place, and the largest part of the max.
 
-:func:`settle_heap` collects once, before the process takes its first frame (start-up's garbage
-goes), then moves what is left to the permanent generation (``gc.freeze``): later collections scan
-only what the process allocated since. The cost: a cycle of objects frozen here that becomes
-garbage later is never freed. Start-up's objects live as long as the process, so that is little;
-and it runs once per process, so a test suite that starts many processors freezes once.
+:func:`settle_heap` collects the young generations once, before the process takes its first frame
+(start-up's recent garbage goes), then moves what is left to the permanent generation
+(``gc.freeze``): later collections scan only what the process allocated since. It does not run a
+full collection first: that walks the whole heap, which costs memory bandwidth, not instructions
+(16-27 ms in the benchmark's processor, more beside a model, for 112 unreachable objects found),
+and it would be paid by every start, restart and failover of a processor. The cost of both
+shortcuts: a cycle of objects frozen here that is garbage already, or becomes garbage later, is
+never freed. Start-up's objects live as long as the process, so that is little; and it runs once
+per process, so a test suite that starts many processors freezes once.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def settle_heap() -> bool:
         return False
     _settled_in = os.getpid()
     began = time.perf_counter()
-    gc.collect()
+    gc.collect(1)  # the young generations: see the module docstring for why not a full collection
     gc.freeze()
     if logger.isEnabledFor(logging.DEBUG):  # counting the frozen objects walks them all: milliseconds
         logger.debug(
