@@ -283,17 +283,36 @@ def decode_entry(fields: dict[bytes, bytes]) -> Message:
     if options.get(FLAT_FIELDS_OPTION):
         binary = _binary_names(options)
         try:
-            frame: dict[str, str | bytes] = {
-                name.decode(): value if name in binary else value.decode()
-                for name, value in fields.items()
-                if name != _ENVELOPE_KEY and not name.startswith(b"dead_")
-            }
+            frame = _frame_fields(fields, binary)
         except UnicodeDecodeError:
             # Refused rather than repaired with U+FFFD: a producer only writes text, and a frame
             # whose id or image was silently altered would be processed as something it is not.
             raise MalformedEntry(_not_utf8(fields)) from None
         return _message(data, (frame,))
     return _message(data, tuple(data["args"]))
+
+
+#: Field names of flat entries, decoded once (a frame's dozen names repeat in every entry): at most
+#: :data:`_FIELD_NAMES_MAX`, so that entries with ever new names do not grow it without end.
+_field_names: dict[bytes, str] = {}
+_FIELD_NAMES_MAX = 256
+
+
+def _frame_fields(fields: dict[bytes, bytes], binary: frozenset[bytes]) -> dict[str, str | bytes]:
+    """A flat entry's frame: its fields less the envelope and the dead-letter notes, names and text
+    values decoded (UTF-8, strictly), binary values as they are. A known name costs one lookup."""
+    frame: dict[str, str | bytes] = {}
+    names = _field_names
+    for name, value in fields.items():
+        text = names.get(name)
+        if text is None:
+            if name == _ENVELOPE_KEY or name.startswith(b"dead_"):
+                continue
+            text = name.decode()
+            if len(names) < _FIELD_NAMES_MAX:
+                names[name] = text
+        frame[text] = value if name in binary else value.decode()
+    return frame
 
 
 #: The binary field names of the lists last decoded (``["image"]`` for nearly every frame), checked once.
