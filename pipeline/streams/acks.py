@@ -180,6 +180,8 @@ class AckBatcher:
             return set(writes)
         if replies is None:
             return set(writes)
+        if not any(map(_is_error, replies)):  # the usual batch: every write landed
+            return set()
         refused, position = set(), 0
         for entry_id, entry_writes in writes.items():
             errors = [
@@ -219,3 +221,7 @@ class AckBatcher:
             except Exception:
                 logger.exception("Could not write acknowledgements; their messages will be redelivered")
                 return None
+
+
+def _is_error(reply: Any) -> bool:
+    return isinstance(reply, Exception)
