@@ -233,7 +233,23 @@ def _envelope_data(raw: bytes) -> dict[str, Any]:
     return data
 
 
+#: The option names and value types (in order) of envelopes that passed :func:`_check_options`:
+#: its checks depend on nothing else (``eta`` aside, never remembered), and a queue's messages carry
+#: the same few shapes. At most :data:`_GOOD_OPTION_SHAPES_MAX`.
+_good_option_shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()
+_GOOD_OPTION_SHAPES_MAX = 256
+
+
 def _check_options(options: dict[str, Any]) -> None:
+    shape = (tuple(options), tuple(map(type, options.values())))
+    if shape in _good_option_shapes:
+        return
+    _check_each_option(options)
+    if "eta" not in options and len(_good_option_shapes) < _GOOD_OPTION_SHAPES_MAX:
+        _good_option_shapes.add(shape)
+
+
+def _check_each_option(options: dict[str, Any]) -> None:
     for name, value in options.items():
         kinds = _OPTION_TYPES.get(name)
         if kinds is not None:
