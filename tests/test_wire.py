@@ -90,3 +90,36 @@ def test_a_future_eta_is_refused_it_would_park_the_message_in_a_worker() -> None
     fields = {name.encode(): value for name, value in encode_message(message).items()}
     with pytest.raises(MalformedEntry, match="option 'eta' is in the future"):
         decode_entry(fields)
+
+
+def test_an_option_of_the_wrong_type_is_refused_after_good_envelopes_of_the_same_names() -> None:
+    good = {name.encode(): value for name, value in encode_message(make_message(retries=1, max_retries=3)).items()}
+    for _ in range(3):  # the shape is remembered as good
+        assert decode_entry(good).options == {"retries": 1, "max_retries": 3}
+    bad = {name.encode(): value for name, value in encode_message(make_message(retries="1", max_retries=3)).items()}
+    with pytest.raises(MalformedEntry, match="option 'retries' is str, expected int"):
+        decode_entry(bad)
+
+
+def test_a_future_eta_is_refused_after_a_due_eta_of_the_same_shape() -> None:
+    def entry(eta: int) -> dict[bytes, bytes]:
+        message = Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={"eta": eta})
+        return {name.encode(): value for name, value in encode_message(message).items()}
+
+    due = int(time.time() * 1000)
+    assert decode_entry(entry(due)).options["eta"] == due
+    with pytest.raises(MalformedEntry, match="option 'eta' is in the future"):
+        decode_entry(entry(due + 3_600_000))
+
+
+def test_a_flat_entrys_fields_decode_the_same_every_time_and_bad_names_stay_refused() -> None:
+    frame = {"frame_id": "f-1", "camera_id": "cam", "image": b"\xff\x00raw"}
+    message = Message(queue_name="q", actor_name="a", args=(frame,), kwargs={}, options={FLAT_FIELDS_OPTION: True})
+    fields = {name.encode(): value for name, value in encode_message(message).items()}
+    fields[b"dead_reason"] = b"a note the dead-letter path wrote"
+    for _ in range(3):  # field names are remembered after the first
+        assert decode_entry(fields).args == (frame,)
+    with pytest.raises(MalformedEntry, match="UTF-8"):
+        decode_entry({**fields, b"\xffname": b"value"})
+    with pytest.raises(MalformedEntry, match="UTF-8"):
+        decode_entry({**fields, b"camera_id": b"\xff"})
