@@ -56,10 +56,11 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/python scripts/dramatiq_suite.py
 	@echo "Broker and routing tests again on $$(redis-server --version | cut -d' ' -f1-3)"
 	FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) $(VENV)/bin/python -m pytest -q \
-		tests/test_broker.py tests/test_broker_processes.py tests/test_routing.py tests/test_registry.py
+		tests/test_broker.py tests/test_broker_processes.py tests/test_routing.py tests/test_queue_bounds.py tests/test_registry.py
 	@echo "Broker, routing, processor, scheduler and CLI tests again on a 3-master Redis Cluster"
 	FRAMEFLOW_REDIS_SERVER=$$(command -v redis-server) FRAMEFLOW_TEST_REDIS_CLUSTER=1 $(VENV)/bin/python -m pytest -q \
-		tests/test_broker.py tests/test_acks.py tests/test_routing.py tests/test_registry.py tests/test_publish_many.py \
+		tests/test_broker.py tests/test_acks.py tests/test_routing.py tests/test_queue_bounds.py tests/test_registry.py \
+		tests/test_publish_many.py \
 		tests/test_processor.py tests/test_scheduler.py tests/test_actor_routing.py tests/test_processor_failover.py \
 		tests/test_cli_inspect.py tests/test_cli_admin.py tests/test_cluster.py tests/test_idle_consumers.py
 
