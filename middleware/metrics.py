@@ -196,8 +196,7 @@ class Metrics(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         options = message.options
-        processor, queue = options.get("processor") or "", message.queue_name
-        series = self.store.series.get((processor, queue)) or self.store.get(str(processor), queue)
+        series = self.store.get(str(options.get("processor") or ""), message.queue_name)
         waited = time.time() - _ready_at(message)
         with series.lock:
             series.queue_wait.observe(waited if waited > 0 else 0.0)

@@ -226,12 +226,7 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
         if self.broker is None:
             client = self.redis_client or (connect(self.redis_url) if self.redis_url else None)
             # Its own broker serves only this processor's guarded queue: no Callbacks, no Pipelines.
-            middleware = leaf_middleware()
-            self.attach(
-                RedisStreamsBroker(client=client, middleware=middleware)
-                if client is not None
-                else RedisStreamsBroker(middleware=middleware)
-            )
+            self.attach(RedisStreamsBroker(client=client, middleware=leaf_middleware()))
         assert self.broker is not None
         return self.broker
 
@@ -349,9 +344,7 @@ class ProcessorClient(OriginalClientApi, RegistryPresence, HealthReporting):
                 result=fields,
                 results_maxlen=self.results_maxlen,
                 # opt-in (FRAMEFLOW_SNAPSHOT_TTL_S): a short-lived copy of the image for snapshots
-                kept_image=kept_image(broker.namespace, frame, frame_data, result, self.snapshot_ttl_s)
-                if self.snapshot_ttl_s > 0
-                else None,
+                kept_image=kept_image(broker.namespace, frame, frame_data, result, self.snapshot_ttl_s),
             )
 
     def _call(self, frame_data: dict[bytes, bytes]) -> dict | None:
