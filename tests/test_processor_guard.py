@@ -20,6 +20,7 @@ import dramatiq
 import pytest
 import redis
 from dramatiq import Message
+from dramatiq.middleware import Callbacks, Pipelines, Retries
 from prometheus_client import REGISTRY
 
 from pipeline import ProcessorClient, ProcessorRegistry, RedisStreamsBroker
@@ -29,6 +30,7 @@ from pipeline.streams.keys import QueueKeys, queue_keys
 from tests.hostile import JPEG, dead_letters_of, frame_entry, result_frame_ids, valid_frame
 from tests.polling import wait_until
 from tests.processes import pending_count
+from tests.processor_harness import running
 
 CALLBACKS = "callbacks"
 #: A frame the processor fails with an UnprocessableFrame (no retry): its image is not a JPEG.
@@ -197,3 +199,26 @@ def test_frames_refused_by_the_intake_checks_are_counted_as_rejected(
     wait_until(
         lambda: redis_client.hget(key, "rejected") == str(len(refused)).encode(), 5, "a heartbeat carrying the count"
     )
+
+
+def test_a_processor_on_its_own_broker_carries_no_callbacks_or_pipelines_and_still_refuses_their_options(
+    redis_client: redis.Redis,
+) -> None:
+    """``start()`` makes a broker that serves only the guarded queue: Dramatiq's Callbacks and Pipelines
+    are left out (the guard refuses every option they act on first), Retries stays, and an entry
+    naming ``on_success`` is still dead-lettered with the guard's reason."""
+    processor_id = f"own-{uuid.uuid4().hex[:8]}"
+    processor = GuardedProcessor(processor_id, f"results:{processor_id}")
+    processor.redis_client = redis_client
+    with running(processor, redis_client):
+        assert processor.broker is not None
+        kinds = {type(middleware) for middleware in processor.broker.middleware}
+        assert Callbacks not in kinds and Pipelines not in kinds and Retries in kinds
+        keys = queue_keys("frameflow", processor.queue_name)
+        options = {"frame": True, "processor": processor_id, "on_success": "record_call"}
+        entry_id = redis_client.xadd(keys.stream, frame_entry(valid_frame(), processor_id, options=options))
+        reasons = wait_until(
+            lambda: dead_letters_of(redis_client, {entry_id}, keys), 15, "the on_success entry's dead letter"
+        )
+    assert reasons[entry_id] == "ForbiddenOption: option 'on_success' is not allowed on a processor queue"
+    assert processor.stats.snapshot()["rejected"] == 1
